@@ -1,0 +1,16 @@
+"""Tables and the database session. Importing this package registers every table on the metadata."""
+
+from models.db import Database, insert_ignore, upsert_newer
+from models.events import FINISHED_STATUSES, Event, EventStatus
+from models.payments import Charge, Refund
+
+__all__ = [
+    "Charge",
+    "Database",
+    "Event",
+    "EventStatus",
+    "FINISHED_STATUSES",
+    "Refund",
+    "insert_ignore",
+    "upsert_newer",
+]

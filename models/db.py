@@ -1,0 +1,150 @@
+"""The database engine and session, and the two conflict-safe writes every handler uses.
+
+SQLite (the embedded default) runs in WAL mode and opens every transaction with BEGIN IMMEDIATE, so
+the receiver and several worker processes queue up for the write lock (bounded by busy_timeout)
+instead of failing when a read-only transaction later tries to write. PostgreSQL is used through
+psycopg 3 when DATABASE_URL says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.pool import StaticPool
+from sqlmodel import Session, SQLModel, create_engine
+
+SQLITE_BUSY_TIMEOUT_SECONDS = 30
+
+
+def normalise_url(url: str) -> str:
+    """Accept the `postgres://` and `postgresql://` forms hosting platforms hand out; use psycopg 3."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
+
+
+def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
+    url = normalise_url(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+    in_memory = parsed.database in (None, "", ":memory:")
+    if in_memory:
+        # One shared connection, so every session of a test sees the same in-memory database.
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False}, poolclass=StaticPool
+        )
+    else:
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_SECONDS}
+        )
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection, _record) -> None:
+        # Let SQLAlchemy's "begin" event below issue BEGIN, instead of pysqlite's deferred BEGIN.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        if not in_memory:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={sqlite_synchronous}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(conn) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+class Database:
+    """An engine plus the session factory handlers and the receiver share."""
+
+    def __init__(self, url: str, *, sqlite_synchronous: str = "FULL") -> None:
+        self.engine = make_engine(url, sqlite_synchronous=sqlite_synchronous)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A unit of work: committed when the block ends normally, rolled back when it raises."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def create_all(self) -> None:
+        """Create the tables directly from the models; tests use this, deployments use migrations."""
+        import models  # noqa: F401  (registers every table on the metadata)
+
+        SQLModel.metadata.create_all(self.engine)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _insert_for(session: Session):
+    dialect = session.get_bind().dialect.name
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
+def insert_ignore(session: Session, model: type[SQLModel], values: dict[str, Any]) -> bool:
+    """INSERT ... ON CONFLICT DO NOTHING; True when the row was new.
+
+    Never check-then-insert: two processes racing on the same key must both succeed, once.
+    """
+    table = model.__table__
+    keys = [c.name for c in table.primary_key.columns]
+    stmt = (
+        _insert_for(session)(table)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=keys)
+        .returning(*[table.c[k] for k in keys])
+    )
+    return session.execute(stmt).first() is not None
+
+
+def upsert_newer(
+    session: Session,
+    model: type[SQLModel],
+    values: dict[str, Any],
+    *,
+    version_column: str = "version",
+    keep_on_update: Sequence[str] = (),
+) -> None:
+    """Insert the row, or overwrite it when `values` are at least as new as what is stored.
+
+    Stripe delivers events in no order; comparing the event's `created` time keeps a stale event from
+    undoing a newer one, and makes applying the same event twice a no-op.
+    """
+    table = model.__table__
+    keys = [c.name for c in table.primary_key.columns]
+    insert = _insert_for(session)(table).values(**values)
+    updates = {
+        name: insert.excluded[name] for name in values if name not in keys and name not in keep_on_update
+    }
+    stmt = insert.on_conflict_do_update(
+        index_elements=keys,
+        set_=updates,
+        where=table.c[version_column] <= insert.excluded[version_column],
+    )
+    session.execute(stmt)

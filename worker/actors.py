@@ -1,0 +1,30 @@
+"""Dramatiq actors. Each takes ids, never objects, and is safe to run twice."""
+
+from __future__ import annotations
+
+import dramatiq
+
+from worker import processing, runtime
+from worker.broker import EVENTS_QUEUE, broker  # noqa: F401  (the broker must be set before @actor)
+from worker.logs import configure_logging
+from worker.settings import get_settings
+
+_settings = get_settings()
+# The dramatiq CLI imports this module in each worker process: log there as everywhere else (JSON,
+# scrubbed of secrets, with the event id).
+configure_logging(_settings.log_level, _settings.log_format, _settings.secret_values())
+
+
+@dramatiq.actor(
+    queue_name=EVENTS_QUEUE,
+    # The event row's attempt count decides when to give up (it survives lost messages and sweeps);
+    # Dramatiq's count only needs to be at least as high.
+    max_retries=_settings.event_max_attempts,
+    min_backoff=_settings.event_min_backoff_ms,
+    max_backoff=_settings.event_max_backoff_ms,
+    throws=(processing.EventGaveUp, processing.EventNotFound),
+)
+def process_event(event_id: str, account: str = "") -> None:
+    processing.process_event(
+        runtime.database(), event_id, account, max_attempts=get_settings().event_max_attempts
+    )

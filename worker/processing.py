@@ -1,0 +1,91 @@
+"""Running one stored event through its handler: the body of the `process_event` actor and of replay.
+
+Two short transactions: the first claims the event (status `processing`, one more attempt) so on-call
+staff can see it is being worked on; the second runs the handler and marks the event done, so the
+handler's writes and the `done` mark commit together or not at all. A failure is recorded in a third
+transaction and re-raised for Dramatiq to retry; after the last attempt the event is `dead` and stays
+so in the database (Dramatiq's own dead-letter set expires after 7 days).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+from dataclasses import dataclass
+
+from handlers import HandlerContext, UnprocessableEvent, handler_for
+from models import FINISHED_STATUSES, Database, Event, EventStatus
+from models.types import utcnow
+from worker.logs import redact
+
+log = logging.getLogger(__name__)
+
+
+class EventGaveUp(Exception):
+    """The event is now `dead`: out of attempts or unprocessable. Dramatiq must not retry it."""
+
+
+class EventNotFound(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class Outcome:
+    event_id: str
+    account: str
+    type: str
+    status: str
+    attempts: int
+    skipped: bool = False
+
+
+def process_event(
+    db: Database, event_id: str, account: str = "", *, max_attempts: int, force: bool = False
+) -> Outcome:
+    """Apply a stored event. Without `force`, an event that is already finished is left alone."""
+    key = (event_id, account)
+    with db.session() as session:
+        event = session.get(Event, key)
+        if event is None:
+            raise EventNotFound(f"event {event_id} is not in the event log")
+        if not force and event.status in FINISHED_STATUSES:
+            return Outcome(event_id, account, event.type, event.status, event.attempts, skipped=True)
+        event.status = EventStatus.PROCESSING
+        event.attempts += 1
+        event.updated_at = utcnow()
+        attempt, event_type, payload = event.attempts, event.type, event.payload
+
+    context = {"event_id": event_id, "event_type": event_type, "account": account, "attempt": attempt}
+    handler = handler_for(event_type)
+    try:
+        with db.session() as session:
+            if handler is not None:
+                handler(HandlerContext(session=session, event=json.loads(payload), account=account))
+            event = session.get(Event, key)
+            event.status = EventStatus.DONE if handler is not None else EventStatus.IGNORED
+            event.processed_at = event.updated_at = utcnow()
+            event.last_error = event.last_traceback = None
+            status = event.status
+    except Exception as exc:
+        gave_up = isinstance(exc, UnprocessableEvent) or attempt >= max_attempts
+        _record_failure(db, key, exc, dead=gave_up)
+        log.warning("event failed: %s", redact(f"{type(exc).__name__}: {exc}"), extra=context)
+        if gave_up:
+            raise EventGaveUp(f"event {event_id} is dead after {attempt} attempt(s)") from exc
+        raise
+    log.info("event %s", status, extra=context)
+    return Outcome(event_id, account, event_type, status, attempt)
+
+
+def _record_failure(db: Database, key: tuple[str, str], exc: Exception, *, dead: bool) -> None:
+    try:
+        with db.session() as session:
+            event = session.get(Event, key)
+            event.status = EventStatus.DEAD if dead else EventStatus.FAILED
+            event.last_error = redact(f"{type(exc).__name__}: {exc}")[:2000]
+            event.last_traceback = redact("".join(traceback.format_exception(exc)))[-20000:]
+            event.updated_at = utcnow()
+    except Exception:
+        # The database itself is failing; Dramatiq's retry (or the sweeper) will come back to it.
+        log.exception("could not record the failure of event %s", key[0])

@@ -1,0 +1,34 @@
+"""Per-process singletons built from the settings: the database and the Stripe client.
+
+Built lazily so that importing a module never opens a connection; tests reset them with `reset()`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import stripe
+
+from models import Database
+from worker import stripe_api
+from worker.settings import get_settings
+
+
+@lru_cache(maxsize=1)
+def database() -> Database:
+    settings = get_settings()
+    return Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+
+
+@lru_cache(maxsize=1)
+def stripe_client() -> stripe.StripeClient:
+    return stripe_api.make_client(get_settings())
+
+
+def reset() -> None:
+    """Forget the cached settings, database and client (after the environment changed)."""
+    if database.cache_info().currsize:
+        database().dispose()
+    database.cache_clear()
+    stripe_client.cache_clear()
+    get_settings.cache_clear()

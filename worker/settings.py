@@ -1,0 +1,82 @@
+"""Every setting the worker reads, from environment variables (and nothing else reads the environment).
+
+The README's "Configuration" table documents each variable; keep the two in step.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The API version every request we make is pinned to: the one stripe-python 16.1.0 was generated for.
+# Webhook payloads still arrive in the version of the seller's endpoint, so handlers read both shapes.
+PINNED_STRIPE_API_VERSION = "2026-10-28.endive"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    # Storage and queue
+    database_url: str = "sqlite:///var/worker.db"
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    broker: Literal["redis", "stub"] = "redis"
+
+    # Stripe
+    stripe_api_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_api_base: str = "https://api.stripe.com"
+    stripe_api_version: str = PINNED_STRIPE_API_VERSION
+    stripe_max_attempts: int = Field(default=4, ge=1, le=10)
+    stripe_timeout_seconds: float = Field(default=20.0, gt=0)
+    stripe_max_backoff_seconds: float = Field(default=30.0, gt=0)
+
+    # Receiver
+    host: str = "127.0.0.1"
+    port: int = 8000
+    webhook_tolerance_seconds: int = Field(default=300, ge=1)
+    webhook_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    dev_mode: bool = False
+
+    # Processing
+    event_max_attempts: int = Field(default=10, ge=1)
+    event_min_backoff_ms: int = Field(default=5_000, ge=0)
+    event_max_backoff_ms: int = Field(default=600_000, ge=1)
+    worker_processes: int = Field(default=2, ge=1)
+    worker_threads: int = Field(default=4, ge=1)
+
+    # Sweeper (clock process)
+    sweep_interval_seconds: int = Field(default=60, ge=1)
+    sweep_received_grace_seconds: int = Field(default=30, ge=0)
+    sweep_processing_stale_seconds: int = Field(default=900, ge=1)
+    sweep_failed_stale_seconds: int = Field(default=1800, ge=1)
+
+    log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+    @field_validator("stripe_api_base")
+    @classmethod
+    def _strip_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    def webhook_secrets(self) -> list[str]:
+        """The accepted endpoint secrets; several during a rotation."""
+        if self.stripe_webhook_secret is None:
+            return []
+        raw = self.stripe_webhook_secret.get_secret_value()
+        return [part.strip() for part in raw.split(",") if part.strip()]
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret, so log and error output can be scrubbed of them."""
+        values = list(self.webhook_secrets())
+        if self.stripe_api_key is not None:
+            values.append(self.stripe_api_key.get_secret_value())
+        return [v for v in values if len(v) >= 6]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

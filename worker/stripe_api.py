@@ -1,0 +1,112 @@
+"""The one way the worker talks to Stripe: a pinned `StripeClient` on httpx, and bounded retries.
+
+The SDK's own retries are off (`max_network_retries=0`) so that retrying happens at one layer, here,
+with tenacity: 429s, 5xx, 409 lock conflicts and connection errors are retried with jittered
+exponential backoff, honouring `Retry-After` and `Stripe-Should-Retry`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import stripe
+from tenacity import RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity import Retrying as _Retrying
+
+from worker.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class StripeNotConfigured(RuntimeError):
+    """A Stripe call was needed but STRIPE_API_KEY is not set."""
+
+
+def make_client(settings: Settings) -> stripe.StripeClient:
+    if settings.stripe_api_key is None:
+        raise StripeNotConfigured("STRIPE_API_KEY is not set; it is needed to fetch objects from Stripe")
+    return stripe.StripeClient(
+        settings.stripe_api_key.get_secret_value(),
+        stripe_version=settings.stripe_api_version,
+        base_addresses={"api": settings.stripe_api_base},
+        max_network_retries=0,
+        http_client=stripe.HTTPXClient(timeout=settings.stripe_timeout_seconds, allow_sync_methods=True),
+    )
+
+
+def _header(error: stripe.StripeError, name: str) -> str | None:
+    for key, value in (error.headers or {}).items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Whether Stripe says (or the failure shows) that the same request may succeed later."""
+    if not isinstance(error, stripe.StripeError):
+        return False
+    should_retry = _header(error, "stripe-should-retry")
+    if should_retry is not None:
+        return should_retry.lower() == "true"
+    if isinstance(error, stripe.APIConnectionError):
+        return True
+    status = error.http_status or 0
+    return status in (409, 429) or status >= 500
+
+
+def _retry_after_seconds(error: BaseException | None) -> float | None:
+    if not isinstance(error, stripe.StripeError):
+        return None
+    value = _header(error, "retry-after")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _backoff(max_backoff: float) -> Callable[[RetryCallState], float]:
+    def wait(state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        retry_after = _retry_after_seconds(error)
+        if retry_after is not None:
+            return min(retry_after, max_backoff)
+        # Full jitter: spread many workers' retries so they do not hit the rate limit together.
+        return random.uniform(0, min(max_backoff, 0.5 * 2 ** (state.attempt_number - 1)))
+
+    return wait
+
+
+def _log_retry(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome else None
+    log.warning(
+        "Stripe call failed (%s), retrying (attempt %d)",
+        type(error).__name__,
+        state.attempt_number,
+    )
+
+
+def call(settings: Settings, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run one Stripe request with bounded retries; the last error is raised as it came."""
+    retrying = _Retrying(
+        retry=retry_if_exception(is_retryable),
+        stop=stop_after_attempt(settings.stripe_max_attempts),
+        wait=_backoff(settings.stripe_max_backoff_seconds),
+        before_sleep=_log_retry,
+        reraise=True,
+    )
+    return retrying(fn, *args, **kwargs)
+
+
+def retrieve_event(settings: Settings, client: stripe.StripeClient, event_id: str, account: str = "") -> str:
+    """`GET /v1/events/{id}` (as the Connect `account` when given), as the raw JSON text Stripe sent."""
+    options = {"stripe_account": account} if account else None
+    event = call(settings, client.v1.events.retrieve, event_id, options=options)
+    response = getattr(event, "last_response", None)
+    if response is not None and response.body:
+        return response.body
+    return json.dumps(event.to_dict())

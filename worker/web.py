@@ -1,0 +1,127 @@
+"""The HTTP receiver: verify, store, enqueue by id, answer. Nothing else happens in the request."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from models import Database
+from worker import broker as broker_module
+from worker.intake import Enqueue, accept_event
+from worker.signature import SignatureError, verify
+from worker.stripe_events import NotAStripeEvent, parse_event
+
+log = logging.getLogger(__name__)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class MissingWebhookSecret(SystemExit):
+    def __init__(self) -> None:
+        super().__init__(
+            "STRIPE_WEBHOOK_SECRET is not set. Set it to your endpoint's signing secret (whsec_...), "
+            "several separated by commas during a rotation, or run with DEV_MODE=1 for a local demo."
+        )
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(
+    *,
+    db: Database,
+    enqueue: Enqueue,
+    secrets: list[str],
+    tolerance_seconds: int = 300,
+    max_body_bytes: int = 1024 * 1024,
+    readiness_checks: dict | None = None,
+) -> Starlette:
+    """The receiver. Refuses to exist without at least one webhook secret: verification is never off."""
+    if not secrets:
+        raise MissingWebhookSecret()
+    checks = readiness_checks or {"database": db.ping}
+
+    async def stripe_webhook(request: Request) -> JSONResponse:
+        try:
+            body = await _read_body(request, max_body_bytes)
+        except BodyTooLarge:
+            return _error(413, f"body larger than {max_body_bytes} bytes")
+        try:
+            verify(body, request.headers.get("stripe-signature"), secrets, tolerance_seconds=tolerance_seconds)
+            event = parse_event(body)
+        except SignatureError as exc:
+            log.info("webhook rejected: %s", exc)
+            return _error(400, str(exc))
+        except NotAStripeEvent as exc:
+            log.info("webhook rejected: %s", exc)
+            return _error(400, str(exc))
+        try:
+            new, _ = await run_in_threadpool(accept_event, db, enqueue, event, body.decode("utf-8"))
+        except SQLAlchemyError as exc:
+            # 503 makes Stripe retry later; nothing was committed.
+            log.error("database unavailable, event not stored (%s)", type(exc).__name__, extra={"event_id": event.id})
+            return _error(503, "database unavailable, retry later")
+        return JSONResponse({"received": True, "duplicate": not new})
+
+    async def healthz(_: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(_: Request) -> JSONResponse:
+        results: dict[str, str] = {}
+        for name, check in checks.items():
+            try:
+                await run_in_threadpool(check)
+                results[name] = "ok"
+            except Exception as exc:
+                results[name] = f"unavailable ({type(exc).__name__})"
+        ready = all(value == "ok" for value in results.values())
+        return JSONResponse(results, status_code=200 if ready else 503)
+
+    return Starlette(
+        routes=[
+            Route("/webhooks/stripe", stripe_webhook, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+        ]
+    )
+
+
+def app_from_settings() -> Starlette:
+    """The production app: settings, database and the Redis broker of this process."""
+    from worker import actors, runtime
+    from worker.devsecret import webhook_secrets
+    from worker.settings import get_settings
+
+    settings = get_settings()
+    db = runtime.database()
+    return create_app(
+        db=db,
+        enqueue=lambda event_id, account: actors.process_event.send(event_id, account),
+        secrets=webhook_secrets(settings),
+        tolerance_seconds=settings.webhook_tolerance_seconds,
+        max_body_bytes=settings.webhook_max_body_bytes,
+        readiness_checks={"database": db.ping, "redis": lambda: broker_module.ping(actors.broker)},
+    )
