@@ -40,9 +40,7 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
     in_memory = parsed.database in (None, "", ":memory:")
     if in_memory:
         # One shared connection, so every session of a test sees the same in-memory database.
-        engine = create_engine(
-            url, connect_args={"check_same_thread": False}, poolclass=StaticPool
-        )
+        engine = create_engine(url, connect_args={"check_same_thread": False}, poolclass=StaticPool)
     else:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(

@@ -38,7 +38,9 @@ def event(
     return document
 
 
-def charge(charge_id: str = "ch_test1", *, amount: int = 5000, currency: str = "usd", **fields: Any) -> dict[str, Any]:
+def charge(
+    charge_id: str = "ch_test1", *, amount: int = 5000, currency: str = "usd", **fields: Any
+) -> dict[str, Any]:
     obj = {
         "id": charge_id,
         "object": "charge",
@@ -59,7 +61,9 @@ def charge(charge_id: str = "ch_test1", *, amount: int = 5000, currency: str = "
     return obj
 
 
-def refund(refund_id: str = "re_test1", *, charge_id: str = "ch_test1", amount: int = 5000, **fields: Any) -> dict[str, Any]:
+def refund(
+    refund_id: str = "re_test1", *, charge_id: str = "ch_test1", amount: int = 5000, **fields: Any
+) -> dict[str, Any]:
     obj = {
         "id": refund_id,
         "object": "refund",
@@ -75,7 +79,9 @@ def refund(refund_id: str = "re_test1", *, charge_id: str = "ch_test1", amount: 
     return obj
 
 
-def signed(document: dict[str, Any], secret: str = TEST_SECRET, timestamp: int | None = None) -> tuple[bytes, dict[str, str]]:
+def signed(
+    document: dict[str, Any], secret: str = TEST_SECRET, timestamp: int | None = None
+) -> tuple[bytes, dict[str, str]]:
     """The body and headers Stripe would send for `document`."""
     body = json.dumps(document).encode()
     return body, {"Stripe-Signature": sign(body, secret, timestamp), "Content-Type": "application/json"}

@@ -36,7 +36,9 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
 def queue_depth(broker: dramatiq.Broker, queue_name: str = EVENTS_QUEUE) -> int:
     """Messages waiting in the queue, delayed retries included."""
     if isinstance(broker, StubBroker):
-        return sum(broker.queues[name].qsize() for name in (queue_name, dq_name(queue_name)) if name in broker.queues)
+        return sum(
+            broker.queues[name].qsize() for name in (queue_name, dq_name(queue_name)) if name in broker.queues
+        )
     return sum(broker.do_qsize(name) for name in (queue_name, dq_name(queue_name)))
 
 

@@ -35,8 +35,12 @@ def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
     if not rows:
         print("(none)")
         return
-    cells = [[("" if row.get(c) is None else str(row.get(c))).replace("\n", " ") for c in columns] for row in rows]
+    cells = [
+        [("" if row.get(c) is None else str(row.get(c))).replace("\n", " ") for c in columns] for row in rows
+    ]
+    # Columns are cut at 60 characters to keep rows on one line, except the last (usually an error).
     widths = [min(60, max(len(c), *(len(r[i]) for r in cells))) for i, c in enumerate(columns)]
+    widths[-1] = max(len(columns[-1]), *(len(r[-1]) for r in cells))
     print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
     for r in cells:
         print("  ".join(v[:w].ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
@@ -176,7 +180,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 return stripe_api.retrieve_event(settings, runtime.stripe_client(), event_id, account)
 
         results = replay.replay_ids(
-            db, args.event_ids, fetch=fetch, account=args.account or "", max_attempts=settings.event_max_attempts
+            db,
+            args.event_ids,
+            fetch=fetch,
+            account=args.account or "",
+            max_attempts=settings.event_max_attempts,
         )
     else:
         statuses = ["failed", "dead"] if args.failed else []

@@ -43,7 +43,9 @@ def find_redis_server() -> str | None:
 def install_redis_server() -> str:
     """Install Debian's redis-server; only as root on a machine with apt-get."""
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise SystemExit("redis-server is not installed; install it (e.g. `apt-get install redis-server`) or set REDIS_URL")
+        raise SystemExit(
+            "redis-server is not installed; install it (e.g. `apt-get install redis-server`) or set REDIS_URL"
+        )
     print("[run] redis-server not found; installing Debian's redis-server package", file=sys.stderr)
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
@@ -57,7 +59,10 @@ def install_redis_server() -> str:
 def start_redis(url: str) -> subprocess.Popen | None:
     """Return None when Redis is already up; otherwise start a local one for this run."""
     if _redis_reachable(url):
-        print(f"[run] using the Redis server at {urlparse(url).hostname}:{urlparse(url).port or 6379}", file=sys.stderr)
+        print(
+            f"[run] using the Redis server at {urlparse(url).hostname}:{urlparse(url).port or 6379}",
+            file=sys.stderr,
+        )
         return None
     parsed = urlparse(url)
     if parsed.hostname not in LOOPBACK_HOSTS:
@@ -77,7 +82,10 @@ def start_redis(url: str) -> subprocess.Popen | None:
         if process.poll() is not None or time.monotonic() > deadline:
             raise SystemExit("the local redis-server did not start (is the port taken?)")
         time.sleep(0.1)
-    print(f"[run] started redis-server on 127.0.0.1:{parsed.port or 6379} (data in {REDIS_DIR})", file=sys.stderr)
+    print(
+        f"[run] started redis-server on 127.0.0.1:{parsed.port or 6379} (data in {REDIS_DIR})",
+        file=sys.stderr,
+    )
     return process
 
 
@@ -130,18 +138,25 @@ def run(*, processes: int | None = None, threads: int | None = None) -> int:
     try:
         for name, args in commands.items():
             child = subprocess.Popen(
-                [sys.executable, "-m", "worker", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+                [sys.executable, "-m", "worker", *args],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
             )
             children.append(child)
             threading.Thread(target=_pump, args=(name, child.stdout), daemon=True).start()
         print(
-            f"[run] receiver on http://{settings.host}:{settings.port}/webhooks/stripe; Ctrl-C stops everything",
+            f"[run] receiver on http://{settings.host}:{settings.port}/webhooks/stripe; "
+            "Ctrl-C stops everything",
             file=sys.stderr,
         )
         while not stopping.is_set():
             dead = [c for c in children if c.poll() is not None]
             if dead:
-                print(f"[run] a process exited (code {dead[0].returncode}); stopping the others", file=sys.stderr)
+                print(
+                    f"[run] a process exited (code {dead[0].returncode}); stopping the others",
+                    file=sys.stderr,
+                )
                 return dead[0].returncode or 1
             stopping.wait(0.5)
         return 0

@@ -39,7 +39,10 @@ class ReplayResult:
 
 
 def replay_events(db: Database, events: list[Event], *, max_attempts: int) -> list[ReplayResult]:
-    return [_run(db, event.id, event.account, event.type, event.status, max_attempts=max_attempts) for event in events]
+    return [
+        _run(db, event.id, event.account, event.type, event.status, max_attempts=max_attempts)
+        for event in events
+    ]
 
 
 def replay_ids(

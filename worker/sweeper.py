@@ -41,7 +41,9 @@ def _stranded(settings: Settings, now: datetime, queue_is_empty: bool):
         settings.sweep_received_grace_seconds if queue_is_empty else settings.sweep_processing_stale_seconds
     )
     return or_(
-        and_(Event.status == EventStatus.RECEIVED, Event.received_at < now - timedelta(seconds=received_grace)),
+        and_(
+            Event.status == EventStatus.RECEIVED, Event.received_at < now - timedelta(seconds=received_grace)
+        ),
         and_(
             Event.status == EventStatus.PROCESSING,
             Event.updated_at < now - timedelta(seconds=settings.sweep_processing_stale_seconds),
@@ -53,7 +55,9 @@ def _stranded(settings: Settings, now: datetime, queue_is_empty: bool):
     )
 
 
-def sweep(db: Database, enqueue: Enqueue, settings: Settings, *, queue_depth: int, now: datetime | None = None) -> SweepResult:
+def sweep(
+    db: Database, enqueue: Enqueue, settings: Settings, *, queue_depth: int, now: datetime | None = None
+) -> SweepResult:
     """Enqueue every stranded event once; returns how many, by status."""
     now = now or utcnow()
     result = SweepResult()
@@ -73,7 +77,7 @@ def sweep(db: Database, enqueue: Enqueue, settings: Settings, *, queue_depth: in
         query = query.order_by(Event.received_at, Event.id, Event.account).limit(BATCH)
         with db.session() as session:
             rows = session.exec(query).all()
-        for received_at, event_id, account, status in rows:
+        for _received_at, event_id, account, status in rows:
             try:
                 enqueue(event_id, account)
             except Exception as exc:

@@ -70,7 +70,9 @@ def create_app(
         except BodyTooLarge:
             return _error(413, f"body larger than {max_body_bytes} bytes")
         try:
-            verify(body, request.headers.get("stripe-signature"), secrets, tolerance_seconds=tolerance_seconds)
+            verify(
+                body, request.headers.get("stripe-signature"), secrets, tolerance_seconds=tolerance_seconds
+            )
             event = parse_event(body)
         except SignatureError as exc:
             log.info("webhook rejected: %s", exc)
@@ -82,7 +84,11 @@ def create_app(
             new, _ = await run_in_threadpool(accept_event, db, enqueue, event, body.decode("utf-8"))
         except SQLAlchemyError as exc:
             # 503 makes Stripe retry later; nothing was committed.
-            log.error("database unavailable, event not stored (%s)", type(exc).__name__, extra={"event_id": event.id})
+            log.error(
+                "database unavailable, event not stored (%s)",
+                type(exc).__name__,
+                extra={"event_id": event.id},
+            )
             return _error(503, "database unavailable, retry later")
         return JSONResponse({"received": True, "duplicate": not new})
 

@@ -1,0 +1,114 @@
+"""Stripe calls: pinned version, bounded retries honouring Retry-After and Stripe-Should-Retry."""
+
+import httpx
+import pytest
+import respx
+import stripe
+
+from worker import stripe_api
+from worker.settings import PINNED_STRIPE_API_VERSION, Settings
+
+BASE = "http://127.0.0.1:12111"
+KEY = "sk_test_unitkey4242"
+EVENT = {"id": "evt_api", "object": "event", "type": "charge.succeeded", "created": 1, "data": {"object": {}}}
+
+
+@pytest.fixture
+def settings():
+    return Settings(
+        stripe_api_key=KEY, stripe_api_base=BASE, stripe_max_attempts=3, stripe_max_backoff_seconds=0.01
+    )
+
+
+def error(status, kind="api_error", headers=None):
+    return httpx.Response(status, headers=headers or {}, json={"error": {"type": kind, "message": "nope"}})
+
+
+@respx.mock
+def test_every_request_carries_the_pinned_api_version_and_the_key(settings):
+    route = respx.get(f"{BASE}/v1/events/evt_api").mock(return_value=httpx.Response(200, json=EVENT))
+    stripe_api.retrieve_event(settings, stripe_api.make_client(settings), "evt_api")
+    request = route.calls.last.request
+    assert request.headers["stripe-version"] == PINNED_STRIPE_API_VERSION
+    assert request.headers["authorization"] == f"Bearer {KEY}"
+
+
+@respx.mock
+def test_a_connect_account_event_is_fetched_as_that_account(settings):
+    route = respx.get(f"{BASE}/v1/events/evt_api").mock(return_value=httpx.Response(200, json=EVENT))
+    stripe_api.retrieve_event(settings, stripe_api.make_client(settings), "evt_api", "acct_42")
+    assert route.calls.last.request.headers["stripe-account"] == "acct_42"
+
+
+@respx.mock
+def test_rate_limits_and_server_errors_are_retried_until_success(settings):
+    route = respx.get(f"{BASE}/v1/events/evt_api").mock(
+        side_effect=[
+            error(429, "rate_limit_error", {"Retry-After": "0"}),
+            error(503),
+            httpx.Response(200, json=EVENT),
+        ]
+    )
+    body = stripe_api.retrieve_event(settings, stripe_api.make_client(settings), "evt_api")
+    assert '"evt_api"' in body
+    assert route.call_count == 3
+
+
+@respx.mock
+def test_retries_are_bounded_and_the_last_error_is_raised(settings):
+    route = respx.get(f"{BASE}/v1/events/evt_api").mock(return_value=error(500))
+    with pytest.raises(stripe.APIError):
+        stripe_api.retrieve_event(settings, stripe_api.make_client(settings), "evt_api")
+    assert route.call_count == 3
+
+
+@respx.mock
+def test_connection_errors_and_timeouts_are_retried(settings):
+    route = respx.get(f"{BASE}/v1/events/evt_api").mock(
+        side_effect=[
+            httpx.ConnectError("refused"),
+            httpx.ReadTimeout("slow"),
+            httpx.Response(200, json=EVENT),
+        ]
+    )
+    stripe_api.retrieve_event(settings, stripe_api.make_client(settings), "evt_api")
+    assert route.call_count == 3
+
+
+@respx.mock
+def test_stripe_should_retry_false_stops_retrying_even_a_5xx(settings):
+    route = respx.get(f"{BASE}/v1/events/evt_api").mock(
+        return_value=error(500, headers={"Stripe-Should-Retry": "false"})
+    )
+    with pytest.raises(stripe.APIError):
+        stripe_api.retrieve_event(settings, stripe_api.make_client(settings), "evt_api")
+    assert route.call_count == 1
+
+
+@respx.mock
+def test_client_errors_such_as_a_missing_object_are_not_retried(settings):
+    route = respx.get(f"{BASE}/v1/events/evt_api").mock(return_value=error(404, "invalid_request_error"))
+    with pytest.raises(stripe.InvalidRequestError):
+        stripe_api.retrieve_event(settings, stripe_api.make_client(settings), "evt_api")
+    assert route.call_count == 1
+
+
+def test_retry_after_is_honoured_up_to_the_backoff_cap(settings, monkeypatch):
+    waits = []
+    monkeypatch.setattr("tenacity.nap.time.sleep", waits.append)
+    capped = settings.model_copy(update={"stripe_max_backoff_seconds": 2.0})
+    with respx.mock:
+        respx.get(f"{BASE}/v1/events/evt_api").mock(
+            side_effect=[
+                error(429, "rate_limit_error", {"Retry-After": "1.5"}),
+                error(429, "rate_limit_error", {"Retry-After": "60"}),
+                httpx.Response(200, json=EVENT),
+            ]
+        )
+        stripe_api.retrieve_event(capped, stripe_api.make_client(capped), "evt_api")
+    assert waits == [1.5, 2.0]
+
+
+def test_a_missing_api_key_is_a_clear_error():
+    with pytest.raises(stripe_api.StripeNotConfigured, match="STRIPE_API_KEY"):
+        stripe_api.make_client(Settings())
