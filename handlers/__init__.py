@@ -6,29 +6,47 @@ stay in the event log and can be replayed once a handler exists.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from handlers.context import HandlerContext, UnprocessableEvent
-from handlers.payments import record_charge
+from handlers.context import FetchContext, Handler, HandlerContext, UnprocessableEvent
+from handlers.payments import (
+    fetch_charge_links,
+    fetch_invoice_links,
+    fetch_invoice_payment_links,
+    record_charge,
+    record_invoice,
+    record_invoice_payment,
+)
+from handlers.purchases import record_funnel_purchase
 from handlers.refunds import record_refund_event
 
-Handler = Callable[[HandlerContext], None]
+_charge = Handler(apply=record_charge, fetch=fetch_charge_links)
+_invoice = Handler(apply=record_invoice, fetch=fetch_invoice_links)
+_invoice_payment = Handler(apply=record_invoice_payment, fetch=fetch_invoice_payment_links)
+_refund = Handler(apply=record_refund_event)
 
 DISPATCH: dict[str, Handler] = {
-    "charge.succeeded": record_charge,
-    "charge.updated": record_charge,
-    "charge.captured": record_charge,
-    "charge.failed": record_charge,
-    "charge.refunded": record_charge,
-    "charge.refund.updated": record_refund_event,
-    "refund.created": record_refund_event,
-    "refund.updated": record_refund_event,
-    "refund.failed": record_refund_event,
+    "charge.succeeded": _charge,
+    "charge.updated": _charge,
+    "charge.captured": _charge,
+    "charge.failed": _charge,
+    "charge.refunded": _charge,
+    "charge.refund.updated": _refund,
+    "refund.created": _refund,
+    "refund.updated": _refund,
+    "refund.failed": _refund,
+    "invoice.paid": _invoice,
+    "invoice.payment_succeeded": _invoice,
+    "invoice_payment.paid": _invoice_payment,
 }
 
 
+# ClickFunnels names its purchase webhooks freely ("created", "updated", ...); all record the purchase.
+FUNNEL_PURCHASE = Handler(apply=record_funnel_purchase)
+
+
 def handler_for(event_type: str) -> Handler | None:
+    if event_type.startswith("funnel.purchase."):
+        return FUNNEL_PURCHASE
     return DISPATCH.get(event_type)
 
 
-__all__ = ["DISPATCH", "Handler", "HandlerContext", "UnprocessableEvent", "handler_for"]
+__all__ = ["DISPATCH", "FetchContext", "Handler", "HandlerContext", "UnprocessableEvent", "handler_for"]

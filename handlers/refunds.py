@@ -5,30 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from handlers.context import HandlerContext
-from handlers.fields import object_id, optional_str, required
+from handlers.stripe_shapes import refund_facts
 from models import Refund, upsert_newer
-from models.types import from_unix, utcnow
+from models.types import utcnow
 
 
 def record_refund(ctx: HandlerContext, refund: dict[str, Any]) -> None:
-    upsert_newer(
-        ctx.session,
-        Refund,
-        {
-            "id": required(refund, "id", str),
-            "account": ctx.account,
-            "charge": object_id(refund.get("charge")),
-            "payment_intent": object_id(refund.get("payment_intent")),
-            "amount": required(refund, "amount", int),
-            "currency": required(refund, "currency", str).lower(),
-            "status": optional_str(refund, "status", 32),
-            "reason": optional_str(refund, "reason", 64),
-            "created": from_unix(refund.get("created")),
-            "version": ctx.version,
-            "last_event_id": ctx.event_id,
-            "updated_at": utcnow(),
-        },
-    )
+    values = refund_facts(refund, account=ctx.account, version=ctx.version, event_id=ctx.event_id)
+    values["updated_at"] = utcnow()
+    upsert_newer(ctx.session, Refund, values, fill_only=("charge", "payment_intent", "reason"))
 
 
 def record_refund_event(ctx: HandlerContext) -> None:

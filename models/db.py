@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import event, func, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import StaticPool
@@ -128,21 +128,50 @@ def upsert_newer(
     *,
     version_column: str = "version",
     keep_on_update: Sequence[str] = (),
+    fill_only: Sequence[str] = (),
 ) -> None:
     """Insert the row, or overwrite it when `values` are at least as new as what is stored.
 
     Stripe delivers events in no order; comparing the event's `created` time keeps a stale event from
-    undoing a newer one, and makes applying the same event twice a no-op.
+    undoing a newer one, and makes applying the same event twice a no-op. Columns in `keep_on_update`
+    keep their first value; columns in `fill_only` are only written where the incoming value is not
+    null (a payload that lacks a link must not erase one another payload supplied).
     """
+    upsert_many(
+        session,
+        model,
+        [values],
+        version_column=version_column,
+        keep_on_update=keep_on_update,
+        fill_only=fill_only,
+    )
+
+
+def upsert_many(
+    session: Session,
+    model: type[SQLModel],
+    rows: Sequence[dict[str, Any]],
+    *,
+    version_column: str = "version",
+    keep_on_update: Sequence[str] = (),
+    fill_only: Sequence[str] = (),
+) -> None:
+    """`upsert_newer` for many rows with the same columns, sent as one batched statement."""
+    if not rows:
+        return
     table = model.__table__
     keys = [c.name for c in table.primary_key.columns]
-    insert = _insert_for(session)(table).values(**values)
-    updates = {
-        name: insert.excluded[name] for name in values if name not in keys and name not in keep_on_update
-    }
+    columns = list(rows[0])
+    insert = _insert_for(session)(table)
+    updates = {}
+    for name in columns:
+        if name in keys or name in keep_on_update:
+            continue
+        incoming = insert.excluded[name]
+        updates[name] = func.coalesce(incoming, table.c[name]) if name in fill_only else incoming
     stmt = insert.on_conflict_do_update(
         index_elements=keys,
         set_=updates,
         where=table.c[version_column] <= insert.excluded[version_column],
     )
-    session.execute(stmt)
+    session.execute(stmt, list(rows))

@@ -28,8 +28,15 @@ class Charge(SQLModel, table=True):
     customer: str | None = Field(default=None, max_length=255, index=True)
     payment_intent: str | None = Field(default=None, max_length=255, index=True)
     description: str | None = None
+    customer_email: str | None = Field(default=None, max_length=320, index=True)
+    # Only in payloads before API version 2025-03-31 (`charge.invoice`); later ones link through
+    # invoice payments, which the sales view reads.
+    invoice_id: str | None = Field(default=None, max_length=255, index=True)
     livemode: bool = False
     created: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # How we first learnt of it: "webhook", or "reconcile" when the nightly run found a charge no
+    # webhook had delivered. Never overwritten.
+    found_by: str = Field(default="webhook", max_length=16)
     version: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     last_event_id: str | None = Field(default=None, max_length=255)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

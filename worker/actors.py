@@ -26,5 +26,9 @@ configure_logging(_settings.log_level, _settings.log_format, _settings.secret_va
 )
 def process_event(event_id: str, account: str = "") -> None:
     processing.process_event(
-        runtime.database(), event_id, account, max_attempts=get_settings().event_max_attempts
+        runtime.database(),
+        event_id,
+        account,
+        max_attempts=get_settings().event_max_attempts,
+        stripe=runtime.stripe_reader,
     )

@@ -68,10 +68,15 @@ def cmd_web(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     settings = get_settings()
     argv = [
-        sys.executable, "-m", "dramatiq", "worker.actors",
-        "--processes", str(args.processes or settings.worker_processes),
-        "--threads", str(args.threads or settings.worker_threads),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "dramatiq",
+        "worker.actors",
+        "--processes",
+        str(args.processes or settings.worker_processes),
+        "--threads",
+        str(args.threads or settings.worker_threads),
+    ]
     os.execv(sys.executable, argv)
     return 0  # not reached
 
@@ -80,7 +85,10 @@ def cmd_clock(_: argparse.Namespace) -> int:
     from worker import clock
 
     settings = get_settings()
-    jobs = [clock.Job("sweep", settings.sweep_interval_seconds, lambda: _sweep().enqueued)]
+    jobs = [
+        clock.Job("sweep", settings.sweep_interval_seconds, lambda: _sweep().enqueued),
+        clock.DailyJob("reconcile", settings.reconcile_at, lambda: run_reconcile(None, None)["counts"]),
+    ]
     clock.run_forever(jobs)
     return 0
 
@@ -213,6 +221,197 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 1 if any(r.error for r in results) else 0
 
 
+# --- the sales view and the nightly run -----------------------------------------------------------
+
+
+def _sales_table_row(row) -> dict[str, Any]:
+    from handlers.money import format_amount
+
+    return {
+        "paid_at": (row.paid_at.strftime("%Y-%m-%d %H:%M") if row.paid_at else ""),
+        "customer_email": row.customer_email,
+        "product": row.product,
+        "amount": format_amount(row.amount, row.currency),
+        "kind": row.kind,
+        "installment": f"{row.installment} of {row.installments_total or '?'}"
+        if row.kind == "installment"
+        else (row.installment or ""),
+        "refunded": format_amount(row.refunded_amount, row.currency) if row.refunded_amount else "",
+        "source": row.source,
+        "charge_id": row.charge_id or row.payment_intent_id,
+    }
+
+
+def cmd_sales(args: argparse.Namespace) -> int:
+    import csv
+
+    from handlers.funnel import normalise_email
+    from handlers.sales_view import load_sales_view
+    from worker import runtime
+
+    email = None
+    if args.customer:
+        email = normalise_email(args.customer)
+        if email is None:
+            print(f"not an email address: {args.customer!r}", file=sys.stderr)
+            return 2
+    with runtime.database().session() as session:
+        rows = load_sales_view(session, email)
+    documents = [row.as_json() for row in rows]
+    if args.csv:
+        with open(args.csv, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(documents[0]) if documents else ["charge_id"])
+            writer.writeheader()
+            writer.writerows(documents)
+        print(f"wrote {len(documents)} row(s) to {args.csv}", file=sys.stderr)
+    if args.json:
+        _print_json(documents)
+    elif not args.csv:
+        _print_table(
+            [_sales_table_row(r) for r in rows],
+            [
+                "paid_at",
+                "customer_email",
+                "product",
+                "amount",
+                "kind",
+                "installment",
+                "refunded",
+                "source",
+                "charge_id",
+            ],
+        )
+    return 0
+
+
+def cmd_import_sales(args: argparse.Namespace) -> int:
+    import io
+    from pathlib import Path
+
+    from handlers.purchases import store_purchases
+    from handlers.sales_import import decode_sales_file, read_sales_csv
+    from worker import runtime
+
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"no such file: {path}", file=sys.stderr)
+        return 2
+    try:
+        result = read_sales_csv(
+            io.StringIO(decode_sales_file(path.read_bytes())), default_currency=args.currency
+        )
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    if result.rows:
+        with runtime.database().session() as session:
+            store_purchases(session, result.rows)
+    report = {
+        "file": str(path),
+        "imported": len(result.rows),
+        "errors": [{"line": e.line, "message": e.message} for e in result.errors],
+        "warnings": [{"line": w.line, "message": w.message} for w in result.warnings],
+        "columns": result.columns,
+    }
+    if args.json:
+        _print_json(report)
+    else:
+        for problem in result.errors:
+            print(f"{path}:{problem.line}: skipped: {problem.message}", file=sys.stderr)
+        for warning in result.warnings:
+            print(f"{path}:{warning.line}: warning: {warning.message}", file=sys.stderr)
+        print(f"imported {len(result.rows)} purchase row(s); {len(result.errors)} line(s) skipped")
+    return 1 if result.errors else 0
+
+
+class _Progress:
+    """A one-line progress display on a terminal; silent when stderr is not one."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+
+    def __call__(self, resource: str, seen: int) -> None:
+        if self.enabled:
+            sys.stderr.write(f"\r  reconciling {resource}: {seen:,} seen   ")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def _print_reconcile_report(report: dict[str, Any]) -> None:
+    from handlers.money import format_amount
+
+    counts, window = report["counts"], report["window"]
+    print(f"Reconciled {window['since']} .. {window['until']} (run {report['run_id']})")
+    print(
+        f"  seen {counts['seen']:,}  added {counts['added']:,}  already present {counts['already_present']:,}"
+        f"  missed webhooks {counts['missed_webhooks']:,}  API calls {report['api_calls']:,}"
+    )
+    rows = [
+        {"currency": c.upper(), **{k: format_amount(v, c) for k, v in t.items()}}
+        for c, t in report["totals"].items()
+    ]
+    _print_table(rows, ["currency", "stripe_gross", "refunded", "net", "funnel_view", "added"])
+    gaps = report["discrepancies"]
+    print("Discrepancies:")
+    print(
+        f"  funnel sales with no Stripe payment: {gaps['funnel_sales_without_stripe_payment']['count']}"
+        + "".join(f"\n    {i}" for i in gaps["funnel_sales_without_stripe_payment"]["sample"])
+    )
+    print(f"  amounts that differ: {len(gaps['amount_mismatches'])}")
+    for m in gaps["amount_mismatches"]:
+        print(
+            f"    funnel {m['funnel_purchase_id']}: {format_amount(m['funnel_amount'], m['funnel_currency'])}"
+            f" vs Stripe {m['charge_id']}: {format_amount(m['stripe_amount'], m['stripe_currency'])}"
+        )
+    unlinked = gaps["stripe_payments_without_funnel_purchase"]
+    print(
+        f"  Stripe payments tied to no funnel purchase: {unlinked['count']}"
+        + "".join(f"\n    {i}" for i in unlinked["sample"])
+    )
+
+
+class CannotReconcile(RuntimeError):
+    pass
+
+
+def run_reconcile(since: datetime | None, until: datetime | None, progress=None) -> dict[str, Any]:
+    from handlers.reconcile import default_window, reconcile
+    from models.types import utcnow
+    from worker import runtime
+
+    settings = get_settings()
+    reader = runtime.stripe_reader()
+    if reader is None:
+        raise CannotReconcile("STRIPE_API_KEY is not set; the nightly run lists charges from Stripe")
+    db = runtime.database()
+    start, end = default_window(db, utcnow(), settings.reconcile_initial_days)
+    start, end = since or start, until or end
+    if start >= end:
+        raise CannotReconcile(
+            f"empty window: --since {start.isoformat()} is not before --until {end.isoformat()}"
+        )
+    return reconcile(db, reader, start, end, progress=progress)
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    progress = _Progress()
+    try:
+        report = run_reconcile(args.since, args.until, progress=None if args.json else progress)
+    except CannotReconcile as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    finally:
+        progress.done()
+    if args.json:
+        _print_json(report)
+    else:
+        _print_reconcile_report(report)
+    return 0
+
+
 # --- parser ----------------------------------------------------------------------------------------
 
 
@@ -266,6 +465,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="list what would be replayed, change nothing")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("sales", help="the complete sales view: every payment, with installment numbers")
+    p.add_argument("--customer", metavar="EMAIL")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--csv", metavar="FILE", help="also write the rows to a CSV file")
+    p.set_defaults(func=cmd_sales)
+
+    p = sub.add_parser(
+        "import-sales", help="import a funnel sales export (CSV); re-importing changes nothing"
+    )
+    p.add_argument("file", metavar="FILE.csv")
+    p.add_argument("--currency", help="currency of rows without one (e.g. USD, JPY)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_import_sales)
+
+    p = sub.add_parser("reconcile", help="the nightly run: add what no webhook delivered, report gaps")
+    p.add_argument("--since", type=_iso_datetime, help="default: the last run's end less 48 h")
+    p.add_argument("--until", type=_iso_datetime, help="default: now")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_reconcile)
     return parser
 
 

@@ -71,12 +71,24 @@ def start_redis(url: str) -> subprocess.Popen | None:
     REDIS_DIR.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
         [
-            binary, "--bind", "127.0.0.1", "--port", str(parsed.port or 6379),
-            "--dir", str(REDIS_DIR.resolve()), "--appendonly", "yes", "--save", "",
-            "--protected-mode", "yes", "--loglevel", "warning",
+            binary,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(parsed.port or 6379),
+            "--dir",
+            str(REDIS_DIR.resolve()),
+            "--appendonly",
+            "yes",
+            "--save",
+            "",
+            "--protected-mode",
+            "yes",
+            "--loglevel",
+            "warning",
         ],
         stdout=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
     deadline = time.monotonic() + 10
     while not _redis_reachable(url):
         if process.poll() is not None or time.monotonic() > deadline:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from collections.abc import Callable
 
 from handlers import handler_for
+from handlers.funnel import FunnelPayloadError, funnel_event_id, funnel_event_type, purchase_rows
 from models import Database, Event, EventStatus, insert_ignore
 from models.types import from_unix, utcnow
 from worker.stripe_events import ParsedEvent
@@ -59,3 +62,34 @@ def accept_event(db: Database, enqueue: Enqueue, event: ParsedEvent, raw_payload
         )
         return new, False
     return new, True
+
+
+def funnel_event(body: bytes) -> tuple[ParsedEvent, str]:
+    """A ClickFunnels purchase webhook as an event-log entry; FunnelPayloadError when it is malformed.
+
+    The purchase is validated here, so a malformed one is refused with a 400 and never stored. It is
+    stored wrapped in an event envelope so the actors, `events` and `replay` treat it like any other.
+    """
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise FunnelPayloadError("body is not valid JSON") from exc
+    purchase_rows(payload)
+    event = ParsedEvent(
+        id=funnel_event_id(body),
+        account="",
+        type=funnel_event_type(payload),
+        api_version=None,
+        livemode=False,
+        created=int(time.time()),
+        data={"object": payload},
+    )
+    envelope = {
+        "id": event.id,
+        "object": "event",
+        "source": "clickfunnels",
+        "type": event.type,
+        "created": event.created,
+        "data": event.data,
+    }
+    return event, json.dumps(envelope)

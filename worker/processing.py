@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import logging
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from handlers import HandlerContext, UnprocessableEvent, handler_for
+from handlers import FetchContext, HandlerContext, UnprocessableEvent, handler_for
+from handlers.context import StripeLookup
 from models import FINISHED_STATUSES, Database, Event, EventStatus
 from models.types import utcnow
 from worker.logs import redact
@@ -41,9 +43,19 @@ class Outcome:
 
 
 def process_event(
-    db: Database, event_id: str, account: str = "", *, max_attempts: int, force: bool = False
+    db: Database,
+    event_id: str,
+    account: str = "",
+    *,
+    max_attempts: int,
+    force: bool = False,
+    stripe: Callable[[], StripeLookup | None] = lambda: None,
 ) -> Outcome:
-    """Apply a stored event. Without `force`, an event that is already finished is left alone."""
+    """Apply a stored event. Without `force`, an event that is already finished is left alone.
+
+    `stripe` gives the Stripe reader for handlers that must fetch what a payload lacks (None when no
+    API key is configured); it is only called when a handler needs it.
+    """
     key = (event_id, account)
     with db.session() as session:
         event = session.get(Event, key)
@@ -59,9 +71,17 @@ def process_event(
     context = {"event_id": event_id, "event_type": event_type, "account": account, "attempt": attempt}
     handler = handler_for(event_type)
     try:
+        document = json.loads(payload)
+        fetched = None
+        if handler is not None and handler.fetch is not None:
+            fetched = handler.fetch(
+                FetchContext(event=document, account=account, session_factory=db.session, stripe=stripe())
+            )
         with db.session() as session:
             if handler is not None:
-                handler(HandlerContext(session=session, event=json.loads(payload), account=account))
+                handler.apply(
+                    HandlerContext(event=document, account=account, session=session, fetched=fetched)
+                )
             event = session.get(Event, key)
             event.status = EventStatus.DONE if handler is not None else EventStatus.IGNORED
             event.processed_at = event.updated_at = utcnow()

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from models import Database, Event
-from worker import processing
+from worker import processing, runtime
 from worker.eventlog import find_by_id
 from worker.intake import store_event
 from worker.logs import redact
@@ -86,7 +86,9 @@ def _run(
 ) -> ReplayResult:
     result = ReplayResult(event_id, account or None, event_type, before, None)
     try:
-        outcome = processing.process_event(db, event_id, account, max_attempts=max_attempts, force=True)
+        outcome = processing.process_event(
+            db, event_id, account, max_attempts=max_attempts, force=True, stripe=runtime.stripe_reader
+        )
         result.status_after = outcome.status
     except Exception as exc:
         cause = exc.__cause__ if isinstance(exc, processing.EventGaveUp) and exc.__cause__ else exc

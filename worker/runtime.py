@@ -25,6 +25,13 @@ def stripe_client() -> stripe.StripeClient:
     return stripe_api.make_client(get_settings())
 
 
+def stripe_reader() -> stripe_api.StripeReader | None:
+    """A reader for handlers that must fetch from Stripe; None when no API key is configured."""
+    if get_settings().stripe_api_key is None:
+        return None
+    return stripe_api.StripeReader(get_settings(), stripe_client())
+
+
 def reset() -> None:
     """Forget the cached settings, database and client (after the environment changed)."""
     if database.cache_info().currsize:

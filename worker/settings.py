@@ -34,6 +34,13 @@ class Settings(BaseSettings):
     stripe_timeout_seconds: float = Field(default=20.0, gt=0)
     stripe_max_backoff_seconds: float = Field(default=30.0, gt=0)
 
+    # ClickFunnels does not sign its webhooks; the URL carries this token instead.
+    funnel_webhook_token: SecretStr | None = None
+
+    # Nightly reconciliation
+    reconcile_at: str = Field(default="03:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")  # UTC, HH:MM
+    reconcile_initial_days: int = Field(default=30, ge=1, le=3650)
+
     # Receiver
     host: str = "127.0.0.1"
     port: int = 8000
@@ -72,8 +79,9 @@ class Settings(BaseSettings):
     def secret_values(self) -> list[str]:
         """Every configured secret, so log and error output can be scrubbed of them."""
         values = list(self.webhook_secrets())
-        if self.stripe_api_key is not None:
-            values.append(self.stripe_api_key.get_secret_value())
+        for secret in (self.stripe_api_key, self.funnel_webhook_token):
+            if secret is not None:
+                values.append(secret.get_secret_value())
         return [v for v in values if len(v) >= 6]
 
 

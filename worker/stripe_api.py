@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import stripe
@@ -110,3 +110,45 @@ def retrieve_event(settings: Settings, client: stripe.StripeClient, event_id: st
     if response is not None and response.body:
         return response.body
     return json.dumps(event.to_dict())
+
+
+class StripeReader:
+    """Stripe requests as plain dicts (no StripeObject per item: listing 100k charges stays fast),
+    each with bounded retries, counted so a run can report its API calls."""
+
+    def __init__(self, settings: Settings, client: stripe.StripeClient) -> None:
+        self.settings = settings
+        self.client = client
+        self.api_calls = 0
+
+    def request(
+        self, method: str, path: str, params: dict[str, Any] | None = None, *, account: str = ""
+    ) -> dict:
+        extra: dict[str, Any] = dict(params or {})
+        if account:
+            extra["stripe_account"] = account
+
+        def once() -> dict:
+            self.api_calls += 1
+            return self.client.raw_request(method, path, **extra).data
+
+        return call(self.settings, once)
+
+    def get(self, path: str, params: dict[str, Any] | None = None, *, account: str = "") -> dict:
+        return self.request("get", path, params, account=account)
+
+    def pages(
+        self, path: str, params: dict[str, Any], *, account: str = "", starting_after: str | None = None
+    ) -> Iterator[list[dict]]:
+        """Every page of a list, 100 objects a request, newest first, from `starting_after` on."""
+        while True:
+            query = {**params, "limit": 100}
+            if starting_after:
+                query["starting_after"] = starting_after
+            page = self.get(path, query, account=account)
+            data = page.get("data") or []
+            if data:
+                yield data
+            if not page.get("has_more") or not data:
+                return
+            starting_after = data[-1]["id"]

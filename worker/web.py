@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -11,11 +12,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from handlers.funnel import FunnelPayloadError
 from models import Database
 from worker import broker as broker_module
-from worker.intake import Enqueue, accept_event
+from worker.intake import Enqueue, accept_event, funnel_event
 from worker.signature import SignatureError, verify
-from worker.stripe_events import NotAStripeEvent, parse_event
+from worker.stripe_events import NotAStripeEvent, ParsedEvent, parse_event
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +60,30 @@ def create_app(
     tolerance_seconds: int = 300,
     max_body_bytes: int = 1024 * 1024,
     readiness_checks: dict | None = None,
+    funnel_token: str | None = None,
 ) -> Starlette:
-    """The receiver. Refuses to exist without at least one webhook secret: verification is never off."""
+    """The receiver. Refuses to exist without at least one webhook secret: verification is never off.
+
+    The funnel endpoint exists only when `funnel_token` is set (at least 16 characters).
+    """
     if not secrets:
         raise MissingWebhookSecret()
+    if funnel_token is not None and len(funnel_token) < 16:
+        raise SystemExit("FUNNEL_WEBHOOK_TOKEN must be at least 16 characters (it is the only protection)")
     checks = readiness_checks or {"database": db.ping}
+
+    async def store(event: ParsedEvent, raw: str) -> JSONResponse:
+        try:
+            new, _ = await run_in_threadpool(accept_event, db, enqueue, event, raw)
+        except SQLAlchemyError as exc:
+            # 503 makes the sender retry later; nothing was committed.
+            log.error(
+                "database unavailable, event not stored (%s)",
+                type(exc).__name__,
+                extra={"event_id": event.id},
+            )
+            return _error(503, "database unavailable, retry later")
+        return JSONResponse({"received": True, "duplicate": not new})
 
     async def stripe_webhook(request: Request) -> JSONResponse:
         try:
@@ -80,17 +101,25 @@ def create_app(
         except NotAStripeEvent as exc:
             log.info("webhook rejected: %s", exc)
             return _error(400, str(exc))
+        return await store(event, body.decode("utf-8"))
+
+    async def funnel_webhook(request: Request) -> JSONResponse:
+        given = request.path_params.get("token") or request.query_params.get("token") or ""
+        if funnel_token is None:
+            return _error(404, "funnel webhooks are not enabled (set FUNNEL_WEBHOOK_TOKEN)")
+        if not hmac.compare_digest(given.encode(), funnel_token.encode()):
+            log.info("funnel webhook rejected: wrong or missing token")
+            return _error(401, "wrong or missing token")
         try:
-            new, _ = await run_in_threadpool(accept_event, db, enqueue, event, body.decode("utf-8"))
-        except SQLAlchemyError as exc:
-            # 503 makes Stripe retry later; nothing was committed.
-            log.error(
-                "database unavailable, event not stored (%s)",
-                type(exc).__name__,
-                extra={"event_id": event.id},
-            )
-            return _error(503, "database unavailable, retry later")
-        return JSONResponse({"received": True, "duplicate": not new})
+            body = await _read_body(request, max_body_bytes)
+        except BodyTooLarge:
+            return _error(413, f"body larger than {max_body_bytes} bytes")
+        try:
+            event, envelope = funnel_event(body)
+        except FunnelPayloadError as exc:
+            log.info("funnel webhook rejected: %s", exc)
+            return _error(400, str(exc))
+        return await store(event, envelope)
 
     async def healthz(_: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -109,6 +138,8 @@ def create_app(
     return Starlette(
         routes=[
             Route("/webhooks/stripe", stripe_webhook, methods=["POST"]),
+            Route("/webhooks/funnel", funnel_webhook, methods=["POST"]),
+            Route("/webhooks/funnel/{token}", funnel_webhook, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
         ]
@@ -130,4 +161,7 @@ def app_from_settings() -> Starlette:
         tolerance_seconds=settings.webhook_tolerance_seconds,
         max_body_bytes=settings.webhook_max_body_bytes,
         readiness_checks={"database": db.ping, "redis": lambda: broker_module.ping(actors.broker)},
+        funnel_token=settings.funnel_webhook_token.get_secret_value()
+        if settings.funnel_webhook_token
+        else None,
     )

@@ -5,7 +5,7 @@ import json
 import pytest
 from sqlmodel import func, select
 
-from handlers import DISPATCH
+from handlers import DISPATCH, Handler
 from models import Charge, Event, Refund
 from tests.stripe_fixtures import charge, event, refund
 from worker import processing
@@ -69,7 +69,7 @@ def test_a_failing_event_is_failed_with_its_error_then_dead_after_the_last_attem
     def broken(_ctx):
         raise RuntimeError("temporary trouble")
 
-    monkeypatch.setitem(DISPATCH, "charge.succeeded", broken)
+    monkeypatch.setitem(DISPATCH, "charge.succeeded", Handler(apply=broken))
     store(db, event("charge.succeeded", charge(), event_id="evt_flaky"))
 
     with pytest.raises(RuntimeError):
@@ -89,7 +89,7 @@ def test_a_failure_rolls_back_everything_the_handler_wrote(db, monkeypatch):
         record_charge(ctx)
         raise RuntimeError("after the write")
 
-    monkeypatch.setitem(DISPATCH, "charge.succeeded", writes_then_fails)
+    monkeypatch.setitem(DISPATCH, "charge.succeeded", Handler(apply=writes_then_fails))
     store(db, event("charge.succeeded", charge("ch_half"), event_id="evt_half"))
     with pytest.raises(RuntimeError):
         processing.process_event(db, "evt_half", max_attempts=5)
@@ -108,7 +108,7 @@ def test_a_transient_failure_then_success_ends_done_with_the_error_cleared(db, m
             raise ConnectionError("stripe timed out")
         record_charge(ctx)
 
-    monkeypatch.setitem(DISPATCH, "charge.succeeded", fails_once)
+    monkeypatch.setitem(DISPATCH, "charge.succeeded", Handler(apply=fails_once))
     store(db, event("charge.succeeded", charge("ch_retry"), event_id="evt_retry"))
     with pytest.raises(ConnectionError):
         processing.process_event(db, "evt_retry", max_attempts=5)

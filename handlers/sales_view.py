@@ -1,0 +1,271 @@
+"""The complete sales view: every payment Stripe took, tied to the funnel purchase it belongs to.
+
+ClickFunnels 1.0 shows only the first payment of a payment plan or subscription; this view shows them
+all. It is derived on read from the stored facts (charges, invoices, invoice payments, refunds, funnel
+purchases), so it is the same whatever order the events arrived in. `build_sales_view` is the pure
+core; `load_sales_view` reads the database and calls it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import Session, select
+
+from models import Charge, FunnelPurchase, Invoice, InvoicePayment, Refund
+from models.types import iso
+
+# Refund statuses that take money back (or will); failed and canceled ones do not.
+COUNTED_REFUND_STATUSES = {"succeeded", "pending", "requires_action", None}
+
+
+@dataclass
+class SaleRow:
+    charge_id: str | None
+    payment_intent_id: str | None
+    customer_email: str | None
+    product: str | None
+    amount: int
+    currency: str
+    paid_at: datetime | None
+    source: str  # funnel: the funnel recorded this payment; stripe: we reconciled it from Stripe
+    kind: str  # one_time | installment | subscription
+    installment: int | None
+    installments_total: int | None
+    subscription_id: str | None
+    invoice_id: str | None
+    refunded_amount: int
+    funnel_purchase_id: str | None
+    stripe_customer_id: str | None = None
+    found_by: str | None = None  # webhook | reconcile | funnel
+
+    def as_json(self) -> dict[str, Any]:
+        row = asdict(self)
+        row["paid_at"] = iso(self.paid_at)
+        return row
+
+
+class _Links:
+    """Lookups from a charge to its invoice and to its funnel purchase, in both API shapes."""
+
+    def __init__(
+        self,
+        invoices: Sequence[Invoice],
+        invoice_payments: Sequence[InvoicePayment],
+        purchases: Sequence[FunnelPurchase],
+    ) -> None:
+        self.invoice_by_id = {i.id: i for i in invoices}
+        self.invoice_by_charge = {i.charge_id: i for i in invoices if i.charge_id}
+        self.invoice_by_intent = {i.payment_intent_id: i for i in invoices if i.payment_intent_id}
+        self.invoice_id_by_intent = {
+            p.payment_intent_id: p.invoice_id for p in invoice_payments if p.payment_intent_id
+        }
+        self.invoice_id_by_charge = {p.charge_id: p.invoice_id for p in invoice_payments if p.charge_id}
+        self.purchase_by_payment: dict[str, FunnelPurchase] = {}
+        self.purchase_by_subscription: dict[str, FunnelPurchase] = {}
+        for purchase in sorted(purchases, key=lambda p: (p.purchase_id, p.product_key)):
+            if purchase.charge_id:
+                self.purchase_by_payment.setdefault(purchase.charge_id, purchase)
+            if purchase.subscription_id:
+                self.purchase_by_subscription.setdefault(purchase.subscription_id, purchase)
+
+    def invoice_for(self, charge: Charge) -> Invoice | None:
+        invoice_id = (
+            charge.invoice_id
+            or self.invoice_id_by_charge.get(charge.id)
+            or (self.invoice_id_by_intent.get(charge.payment_intent) if charge.payment_intent else None)
+        )
+        if invoice_id and invoice_id in self.invoice_by_id:
+            return self.invoice_by_id[invoice_id]
+        return self.invoice_by_charge.get(charge.id) or (
+            self.invoice_by_intent.get(charge.payment_intent) if charge.payment_intent else None
+        )
+
+    def subscription_for(self, charge: Charge, invoice: Invoice | None) -> str | None:
+        if invoice and invoice.subscription_id:
+            return invoice.subscription_id
+        for invoice_id in (charge.invoice_id, self.invoice_id_by_intent.get(charge.payment_intent or "")):
+            # An invoice payment may name an invoice we have not stored yet: no subscription known.
+            if invoice_id and invoice_id in self.invoice_by_id:
+                return self.invoice_by_id[invoice_id].subscription_id
+        return None
+
+    def purchase_for(self, charge: Charge, subscription_id: str | None) -> tuple[FunnelPurchase | None, bool]:
+        """The funnel purchase and whether the funnel itself recorded this very payment."""
+        for key in (charge.id, charge.payment_intent):
+            if key and key in self.purchase_by_payment:
+                return self.purchase_by_payment[key], True
+        if subscription_id and subscription_id in self.purchase_by_subscription:
+            return self.purchase_by_subscription[subscription_id], False
+        return None, False
+
+
+def _refunded(charge: Charge, refunds: Iterable[Refund]) -> int:
+    counted = sum(r.amount for r in refunds if r.status in COUNTED_REFUND_STATUSES)
+    return max(charge.amount_refunded or 0, counted)
+
+
+def _kind(subscription_id: str | None, purchase: FunnelPurchase | None) -> tuple[str, int | None]:
+    if purchase is not None and purchase.installments_total:
+        return "installment", purchase.installments_total
+    if subscription_id or (purchase is not None and purchase.is_subscription):
+        return "subscription", None
+    return "one_time", None
+
+
+def build_sales_view(
+    charges: Sequence[Charge],
+    invoices: Sequence[Invoice],
+    invoice_payments: Sequence[InvoicePayment],
+    refunds: Sequence[Refund],
+    purchases: Sequence[FunnelPurchase],
+) -> list[SaleRow]:
+    """One row per payment, oldest first; installment k of N is the k-th payment of its subscription."""
+    links = _Links(invoices, invoice_payments, purchases)
+    refunds_by_charge: dict[str, list[Refund]] = defaultdict(list)
+    for refund in refunds:
+        if refund.charge:
+            refunds_by_charge[refund.charge].append(refund)
+
+    rows: list[SaleRow] = []
+    recorded_by_funnel: set[tuple[str, str]] = set()
+    for charge in charges:
+        if charge.status != "succeeded":
+            continue
+        invoice = links.invoice_for(charge)
+        subscription_id = links.subscription_for(charge, invoice)
+        purchase, funnel_recorded = links.purchase_for(charge, subscription_id)
+        if purchase is not None and funnel_recorded:
+            recorded_by_funnel.add((purchase.purchase_id, purchase.product_key))
+        kind, total = _kind(subscription_id, purchase)
+        rows.append(
+            SaleRow(
+                charge_id=charge.id,
+                payment_intent_id=charge.payment_intent,
+                customer_email=charge.customer_email
+                or (invoice.customer_email if invoice else None)
+                or (purchase.customer_email if purchase else None),
+                product=(purchase.product_name if purchase else None)
+                or (invoice.product if invoice else None)
+                or charge.description,
+                amount=charge.amount,
+                currency=charge.currency,
+                paid_at=charge.created,
+                source="funnel" if funnel_recorded else "stripe",
+                kind=kind,
+                installment=None,
+                installments_total=total,
+                subscription_id=subscription_id,
+                invoice_id=invoice.id if invoice else charge.invoice_id,
+                refunded_amount=_refunded(charge, refunds_by_charge.get(charge.id, ())),
+                funnel_purchase_id=purchase.purchase_id if purchase else None,
+                stripe_customer_id=charge.customer,
+                found_by=charge.found_by,
+            )
+        )
+
+    rows.extend(_funnel_only_rows(purchases, recorded_by_funnel, rows))
+    _number_installments(rows)
+    rows.sort(
+        key=lambda r: (r.paid_at is None, r.paid_at or datetime.min, r.charge_id or r.payment_intent_id or "")
+    )
+    return rows
+
+
+def _funnel_only_rows(
+    purchases: Sequence[FunnelPurchase], recorded: set[tuple[str, str]], stripe_rows: list[SaleRow]
+) -> list[SaleRow]:
+    """Purchases the funnel recorded whose Stripe payment we have not seen (yet)."""
+    first_payment_seen = {
+        r.subscription_id for r in stripe_rows if r.subscription_id and r.source == "funnel"
+    }
+    rows = []
+    for purchase in purchases:
+        if (purchase.purchase_id, purchase.product_key) in recorded:
+            continue
+        if purchase.subscription_id and purchase.subscription_id in first_payment_seen:
+            continue
+        kind, total = _kind(purchase.subscription_id, purchase)
+        payment = purchase.charge_id or ""
+        rows.append(
+            SaleRow(
+                charge_id=payment if payment.startswith("ch_") else None,
+                payment_intent_id=payment if payment.startswith("pi_") else None,
+                customer_email=purchase.customer_email,
+                product=purchase.product_name,
+                amount=purchase.amount,
+                currency=purchase.currency,
+                paid_at=purchase.purchased_at,
+                source="funnel",
+                kind=kind,
+                installment=None,
+                installments_total=total,
+                subscription_id=purchase.subscription_id,
+                invoice_id=None,
+                refunded_amount=0,
+                funnel_purchase_id=purchase.purchase_id,
+                found_by="funnel",
+            )
+        )
+    return rows
+
+
+def _number_installments(rows: list[SaleRow]) -> None:
+    by_subscription: dict[str, list[SaleRow]] = defaultdict(list)
+    for row in rows:
+        if row.subscription_id:
+            by_subscription[row.subscription_id].append(row)
+    for group in by_subscription.values():
+        # The funnel's own record of the first payment sorts first on a tie: it is payment 1.
+        group.sort(key=lambda r: (r.paid_at or datetime.min, r.found_by != "funnel", r.charge_id or ""))
+        for number, row in enumerate(group, start=1):
+            row.installment = number
+
+
+def load_sales_view(session: Session, customer_email: str | None = None) -> list[SaleRow]:
+    """Read what the view needs (one customer's payments, or everything) and build it."""
+    if customer_email is None:
+        charges = session.exec(select(Charge)).all()
+        purchases = session.exec(select(FunnelPurchase)).all()
+        invoices = session.exec(select(Invoice)).all()
+        invoice_payments = session.exec(select(InvoicePayment)).all()
+        refunds = session.exec(select(Refund)).all()
+        return build_sales_view(charges, invoices, invoice_payments, refunds, purchases)
+
+    purchases = session.exec(
+        select(FunnelPurchase).where(FunnelPurchase.customer_email == customer_email)
+    ).all()
+    invoices = list(session.exec(select(Invoice).where(Invoice.customer_email == customer_email)).all())
+    subscriptions = {i.subscription_id for i in invoices if i.subscription_id}
+    subscriptions |= {p.subscription_id for p in purchases if p.subscription_id}
+    if subscriptions:
+        more = session.exec(select(Invoice).where(Invoice.subscription_id.in_(subscriptions))).all()
+        invoices = list({i.id: i for i in [*invoices, *more]}.values())
+    invoice_ids = [i.id for i in invoices]
+    invoice_payments = (
+        session.exec(select(InvoicePayment).where(InvoicePayment.invoice_id.in_(invoice_ids))).all()
+        if invoice_ids
+        else []
+    )
+    intents = {p.payment_intent_id for p in invoice_payments if p.payment_intent_id}
+    intents |= {i.payment_intent_id for i in invoices if i.payment_intent_id}
+    charge_ids = {p.charge_id for p in invoice_payments if p.charge_id} | {
+        i.charge_id for i in invoices if i.charge_id
+    }
+    funnel_payments = {p.charge_id for p in purchases if p.charge_id}
+    charges = {
+        c.id: c
+        for c in session.exec(
+            select(Charge).where(
+                (Charge.customer_email == customer_email)
+                | Charge.id.in_(charge_ids | funnel_payments)
+                | Charge.payment_intent.in_(intents | funnel_payments)
+            )
+        ).all()
+    }
+    refunds = session.exec(select(Refund).where(Refund.charge.in_(list(charges)))).all() if charges else []
+    return build_sales_view(list(charges.values()), invoices, invoice_payments, refunds, purchases)
