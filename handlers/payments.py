@@ -14,6 +14,7 @@ from sqlmodel import select
 
 from handlers.context import FetchContext, HandlerContext
 from handlers.fields import object_id
+from handlers.ranks import CHARGE_TIES
 from handlers.refunds import record_refund
 from handlers.stripe_shapes import charge_facts, invoice_facts, invoice_is_paid, invoice_payment_facts
 from models import Charge, Invoice, InvoicePayment, upsert_newer
@@ -50,7 +51,14 @@ class Fetched:
 def upsert_charge(ctx: HandlerContext, charge: dict[str, Any], *, found_by: str = "webhook") -> None:
     values = charge_facts(charge, account=ctx.account, version=ctx.version, event_id=ctx.event_id)
     values.update(found_by=found_by, updated_at=utcnow())
-    upsert_newer(ctx.session, Charge, values, keep_on_update=("found_by",), fill_only=CHARGE_FILL_ONLY)
+    upsert_newer(
+        ctx.session,
+        Charge,
+        values,
+        keep_on_update=("found_by",),
+        fill_only=CHARGE_FILL_ONLY,
+        rank_on_tie=CHARGE_TIES,
+    )
     # Before API version 2022-11-15 charges carry their refunds inline; record them too.
     refunds = charge.get("refunds")
     if isinstance(refunds, dict):

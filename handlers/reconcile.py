@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from sqlmodel import col
 
 from handlers.payments import CHARGE_FILL_ONLY, INVOICE_FILL_ONLY, INVOICE_PAYMENT_FILL_ONLY
+from handlers.ranks import CHARGE_TIES, REFUND_TIES
 from handlers.reconcile_report import build_report
 from handlers.stripe_shapes import charge_facts, invoice_facts, invoice_payment_facts, refund_facts
 from models import Charge, Database, Invoice, InvoicePayment, ReconcileRun, Refund, upsert_many
@@ -123,8 +124,14 @@ def _store_page(session, resource: str, objects: list[dict], version: int, count
             row.update(found_by="reconcile", updated_at=now)
         known = _existing_ids(session, Charge, [r["id"] for r in rows])
         upsert_many(
-            session, Charge, rows, keep_on_update=("found_by", "last_event_id"), fill_only=CHARGE_FILL_ONLY
+            session,
+            Charge,
+            rows,
+            keep_on_update=("found_by", "last_event_id"),
+            fill_only=CHARGE_FILL_ONLY,
+            rank_on_tie=CHARGE_TIES,
         )
+
         for row in rows:
             if row["id"] not in known and row["status"] == "succeeded":
                 counts.added_by_currency[row["currency"]] = (
@@ -138,8 +145,14 @@ def _store_page(session, resource: str, objects: list[dict], version: int, count
             row["updated_at"] = now
         known = _existing_ids(session, Refund, [r["id"] for r in rows])
         upsert_many(
-            session, Refund, rows, keep_on_update=("last_event_id",), fill_only=("charge", "payment_intent")
+            session,
+            Refund,
+            rows,
+            keep_on_update=("last_event_id",),
+            fill_only=("charge", "payment_intent"),
+            rank_on_tie=REFUND_TIES,
         )
+
         counts.add(resource, len(rows), len(rows) - len(known))
         return
     # invoice payments, each with its invoice expanded: the link from a payment to its subscription

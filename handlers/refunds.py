@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from handlers.context import HandlerContext
+from handlers.ranks import REFUND_TIES
 from handlers.stripe_shapes import refund_facts
 from models import Refund, upsert_newer
 from models.types import utcnow
@@ -13,7 +14,9 @@ from models.types import utcnow
 def record_refund(ctx: HandlerContext, refund: dict[str, Any]) -> None:
     values = refund_facts(refund, account=ctx.account, version=ctx.version, event_id=ctx.event_id)
     values["updated_at"] = utcnow()
-    upsert_newer(ctx.session, Refund, values, fill_only=("charge", "payment_intent", "reason"))
+    upsert_newer(
+        ctx.session, Refund, values, fill_only=("charge", "payment_intent", "reason"), rank_on_tie=REFUND_TIES
+    )
 
 
 def record_refund_event(ctx: HandlerContext) -> None:

@@ -8,12 +8,12 @@ psycopg 3 when DATABASE_URL says so.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, func, text
+from sqlalchemy import case, event, func, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import StaticPool
@@ -121,6 +121,9 @@ def insert_ignore(session: Session, model: type[SQLModel], values: dict[str, Any
     return session.execute(stmt).first() is not None
 
 
+Rank = Callable[[Any], Any]
+
+
 def upsert_newer(
     session: Session,
     model: type[SQLModel],
@@ -129,6 +132,7 @@ def upsert_newer(
     version_column: str = "version",
     keep_on_update: Sequence[str] = (),
     fill_only: Sequence[str] = (),
+    rank_on_tie: dict[str, Rank] | None = None,
 ) -> None:
     """Insert the row, or overwrite it when `values` are at least as new as what is stored.
 
@@ -136,6 +140,10 @@ def upsert_newer(
     undoing a newer one, and makes applying the same event twice a no-op. Columns in `keep_on_update`
     keep their first value; columns in `fill_only` are only written where the incoming value is not
     null (a payload that lacks a link must not erase one another payload supplied).
+
+    Stripe's `created` has whole-second resolution, so two events about one object can tie. For the
+    columns in `rank_on_tie` a tie keeps whichever value ranks higher (a larger refunded amount, a
+    later refund status), so the outcome does not depend on which of the two was processed last.
     """
     upsert_many(
         session,
@@ -144,6 +152,7 @@ def upsert_newer(
         version_column=version_column,
         keep_on_update=keep_on_update,
         fill_only=fill_only,
+        rank_on_tie=rank_on_tie,
     )
 
 
@@ -155,6 +164,7 @@ def upsert_many(
     version_column: str = "version",
     keep_on_update: Sequence[str] = (),
     fill_only: Sequence[str] = (),
+    rank_on_tie: dict[str, Rank] | None = None,
 ) -> None:
     """`upsert_newer` for many rows with the same columns, sent as one batched statement."""
     if not rows:
@@ -163,12 +173,18 @@ def upsert_many(
     keys = [c.name for c in table.primary_key.columns]
     columns = list(rows[0])
     insert = _insert_for(session)(table)
+    newer = insert.excluded[version_column] > table.c[version_column]
     updates = {}
     for name in columns:
         if name in keys or name in keep_on_update:
             continue
-        incoming = insert.excluded[name]
-        updates[name] = func.coalesce(incoming, table.c[name]) if name in fill_only else incoming
+        incoming, existing = insert.excluded[name], table.c[name]
+        if name in fill_only:
+            incoming = func.coalesce(incoming, existing)
+        if rank_on_tie and name in rank_on_tie:
+            rank = rank_on_tie[name]
+            incoming = case((newer, incoming), (rank(incoming) > rank(existing), incoming), else_=existing)
+        updates[name] = incoming
     stmt = insert.on_conflict_do_update(
         index_elements=keys,
         set_=updates,

@@ -191,3 +191,25 @@ def test_a_pre_2022_charge_refunded_event_records_its_inline_refunds(db):
     with db.session() as session:
         assert session.get(Refund, "re_inline").amount == 2000
         assert session.get(Charge, "ch_old").amount_refunded == 2000
+
+
+def test_two_events_of_the_same_second_keep_the_later_state_whichever_is_applied_last(db):
+    more = event(
+        "charge.refunded",
+        charge("ch_tie", amount_refunded=3000, refunded=True),
+        event_id="evt_t2",
+        created=500,
+    )
+    less = event("charge.refunded", charge("ch_tie", amount_refunded=1000), event_id="evt_t1", created=500)
+    pending = event("refund.created", refund("re_tie", status="pending"), event_id="evt_t3", created=500)
+    done = event("refund.updated", refund("re_tie", status="succeeded"), event_id="evt_t4", created=500)
+    for document in (more, less, done, pending):
+        store(db, document)
+        processing.process_event(db, document["id"], max_attempts=5)
+    with db.session() as session:
+        tied_charge, tied_refund = session.get(Charge, "ch_tie"), session.get(Refund, "re_tie")
+    assert (tied_charge.amount_refunded, tied_charge.refunded, tied_refund.status) == (
+        3000,
+        True,
+        "succeeded",
+    )
