@@ -12,6 +12,8 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import dq_name
 from dramatiq.middleware import CurrentMessage
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from worker.settings import Settings, get_settings
 
@@ -31,6 +33,20 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
         broker = RedisBroker(client=client)
     broker.add_middleware(CurrentMessage())
     return broker
+
+
+def fail_fast(broker: dramatiq.Broker, timeout_seconds: float = 1.0) -> None:
+    """Make this process's Redis calls give up after `timeout_seconds`, without redis-py's retries.
+
+    For the receiver: when Redis hangs, an enqueue must not hold Stripe's request for the default
+    10 s. The event is committed before the enqueue, so giving up loses nothing (the sweeper
+    enqueues it later).
+    """
+    if isinstance(broker, RedisBroker):
+        pool = broker.client.connection_pool
+        pool.connection_kwargs.update(socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds)
+        broker.client.set_retry(Retry(NoBackoff(), 0))
+        pool.disconnect()
 
 
 def queue_depth(broker: dramatiq.Broker, queue_name: str = EVENTS_QUEUE) -> int:

@@ -115,11 +115,17 @@ def _sweep():
     from worker import actors, runtime, sweeper
     from worker.broker import queue_depth
 
+    try:
+        depth = queue_depth(actors.broker)
+    except Exception as exc:
+        # Redis is still down: nothing can be enqueued; the next sweep tries again.
+        print(f"Redis is unreachable ({type(exc).__name__}); nothing enqueued", file=sys.stderr)
+        return sweeper.SweepResult(errors=1)
     return sweeper.sweep(
         runtime.database(),
         lambda event_id, account: actors.process_event.send(event_id, account),
         get_settings(),
-        queue_depth=queue_depth(actors.broker),
+        queue_depth=depth,
     )
 
 
@@ -128,7 +134,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.json:
         _print_json({"enqueued": result.enqueued, "total": result.total, "errors": result.errors})
     else:
-        print(f"enqueued {result.total} stranded event(s)" + (f" {result.enqueued}" if result.total else ""))
+        detail = ", ".join(f"{count} {status}" for status, count in sorted(result.enqueued.items()))
+        print(f"enqueued {result.total} stranded event(s)" + (f" ({detail})" if detail else ""))
         if result.errors:
             print("Redis refused the enqueue; run the sweep again once it is back", file=sys.stderr)
     return 1 if result.errors else 0

@@ -60,11 +60,15 @@ def create_app(
     tolerance_seconds: int = 300,
     max_body_bytes: int = 1024 * 1024,
     readiness_checks: dict | None = None,
+    reported_checks: dict | None = None,
     funnel_token: str | None = None,
 ) -> Starlette:
     """The receiver. Refuses to exist without at least one webhook secret: verification is never off.
 
     The funnel endpoint exists only when `funnel_token` is set (at least 16 characters).
+    `/readyz` answers 503 when a `readiness_checks` dependency is down; `reported_checks` (Redis) are
+    shown but do not make it 503: without Redis the receiver still accepts and stores events safely,
+    and a platform that took it out of rotation would only delay them.
     """
     if not secrets:
         raise MissingWebhookSecret()
@@ -126,13 +130,16 @@ def create_app(
 
     async def readyz(_: Request) -> JSONResponse:
         results: dict[str, str] = {}
-        for name, check in checks.items():
+        for name, check in {**checks, **(reported_checks or {})}.items():
             try:
                 await run_in_threadpool(check)
                 results[name] = "ok"
             except Exception as exc:
                 results[name] = f"unavailable ({type(exc).__name__})"
-        ready = all(value == "ok" for value in results.values())
+        ready = all(results[name] == "ok" for name in checks)
+        results["status"] = (
+            ("ready" if all(v == "ok" for v in results.values()) else "degraded") if ready else "down"
+        )
         return JSONResponse(results, status_code=200 if ready else 503)
 
     return Starlette(
@@ -154,13 +161,15 @@ def app_from_settings() -> Starlette:
 
     settings = get_settings()
     db = runtime.database()
+    broker_module.fail_fast(actors.broker)
     return create_app(
         db=db,
         enqueue=lambda event_id, account: actors.process_event.send(event_id, account),
         secrets=webhook_secrets(settings),
         tolerance_seconds=settings.webhook_tolerance_seconds,
         max_body_bytes=settings.webhook_max_body_bytes,
-        readiness_checks={"database": db.ping, "redis": lambda: broker_module.ping(actors.broker)},
+        readiness_checks={"database": db.ping},
+        reported_checks={"redis": lambda: broker_module.ping(actors.broker)},
         funnel_token=settings.funnel_webhook_token.get_secret_value()
         if settings.funnel_webhook_token
         else None,

@@ -160,24 +160,37 @@ def test_healthz_answers_while_the_process_is_alive(client):
     assert client.get("/healthz").json() == {"status": "ok"}
 
 
-def test_readyz_reports_each_dependency_and_503_when_one_is_down(db, queue):
-    def redis_down():
-        raise ConnectionError("refused")
+def _down():
+    raise ConnectionError("refused")
 
+
+def test_readyz_shows_redis_down_as_degraded_but_stays_ready_because_events_are_still_stored(db, queue):
     app = create_app(
         db=db,
         enqueue=queue,
         secrets=[TEST_SECRET],
-        readiness_checks={"database": db.ping, "redis": redis_down},
+        readiness_checks={"database": db.ping},
+        reported_checks={"redis": _down},
     )
     response = TestClient(app).get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {
+        "database": "ok",
+        "redis": "unavailable (ConnectionError)",
+        "status": "degraded",
+    }
+
+
+def test_readyz_is_503_when_the_database_is_down(db, queue):
+    app = create_app(db=db, enqueue=queue, secrets=[TEST_SECRET], readiness_checks={"database": _down})
+    response = TestClient(app).get("/readyz")
     assert response.status_code == 503
-    assert response.json() == {"database": "ok", "redis": "unavailable (ConnectionError)"}
+    assert response.json() == {"database": "unavailable (ConnectionError)", "status": "down"}
 
 
 def test_readyz_is_200_when_everything_is_reachable(client):
     response = client.get("/readyz")
-    assert (response.status_code, response.json()) == (200, {"database": "ok"})
+    assert (response.status_code, response.json()) == (200, {"database": "ok", "status": "ready"})
 
 
 def test_only_post_is_accepted_on_the_webhook_path(client):
