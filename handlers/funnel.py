@@ -216,7 +216,7 @@ def _money(value: Any, fallback_currency: str | None, where: str) -> tuple[int, 
     cents = _cents(value["cents"])
     if cents is None:
         raise FunnelPayloadError(
-            f"{where} {_shown(value.get('cents'))} is not a whole, non-negative number of cents"
+            f"{where} {_shown(value['cents'])} is not a whole, non-negative number of cents"
         )
     if "currency_iso" in value and value["currency_iso"] is not None:
         # A currency that is present but unreadable is refused rather than replaced: it would be a guess.

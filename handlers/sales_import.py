@@ -255,7 +255,7 @@ def _row(cells: dict[str, str], default_currency: str | None) -> tuple[dict[str,
         "status": (clean_text(cells.get("status"), 64) or "").lower() or None,
         "purchased_at": purchased_at,
         "origin": "import",
-        # 0 sorts below every webhook's version: an import fills gaps but never overwrites a webhook's row.
+        # 0 is below any timestamped webhook's version: an import never overwrites what a webhook said.
         "version": 0,
     }, []
 
@@ -271,7 +271,10 @@ def _add(result: ImportResult, seen: _Seen, line: int, row: dict[str, Any]) -> N
         seen[key] = (line, row)
         result.rows.append(row)
     elif seen[key][1] == row:
-        result.warnings.append(RowError(line, f"same sale as line {seen[key][0]}; counted once"))
+        note = (
+            "; counted once (if it was bought twice, add an order id, charge id or time to tell them apart)"
+        )
+        result.warnings.append(RowError(line, f"same sale as line {seen[key][0]}{note}"))
     else:
         sale = f"purchase {row['purchase_id']!r} / product {row['product_name']!r}"
         earlier = seen[key][0]

@@ -140,7 +140,8 @@ def build_sales_view(
         subscription_id = links.subscription_for(charge, invoice)
         purchase, funnel_recorded = links.purchase_for(charge, subscription_id)
         if purchase is not None and funnel_recorded:
-            recorded_by_funnel.add((purchase.purchase_id, purchase.product_key))
+            recorded_by_funnel.add((purchase.purchase_id, purchase.product_name))
+
         kind, total = _kind(subscription_id, purchase)
         rows.append(
             SaleRow(
@@ -179,16 +180,25 @@ def build_sales_view(
 def _funnel_only_rows(
     purchases: Sequence[FunnelPurchase], recorded: set[tuple[str, str]], stripe_rows: list[SaleRow]
 ) -> list[SaleRow]:
-    """Purchases the funnel recorded whose Stripe payment we have not seen (yet)."""
+    """Purchases the funnel recorded whose Stripe payment we have not seen (yet).
+
+    One purchase can be stored twice, from its webhook (keyed by product id) and from a sales export
+    (keyed by product name): it is still one sale, so such rows are shown once.
+    """
     first_payment_seen = {
         r.subscription_id for r in stripe_rows if r.subscription_id and r.source == "funnel"
     }
+    payments_seen = {key for r in stripe_rows for key in (r.charge_id, r.payment_intent_id) if key}
+    shown = {(purchase_id, name.strip().lower()) for purchase_id, name in recorded}
     rows = []
     for purchase in purchases:
-        if (purchase.purchase_id, purchase.product_key) in recorded:
+        identity = (purchase.purchase_id, purchase.product_name.strip().lower())
+        if identity in shown or (purchase.charge_id and purchase.charge_id in payments_seen):
             continue
         if purchase.subscription_id and purchase.subscription_id in first_payment_seen:
             continue
+        shown.add(identity)
+
         kind, total = _kind(purchase.subscription_id, purchase)
         payment = purchase.charge_id or ""
         rows.append(

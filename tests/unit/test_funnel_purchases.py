@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from handlers.funnel import (
     FunnelPayloadError,
@@ -418,3 +420,73 @@ def test_the_event_type_names_the_funnel_event_in_safe_characters(payload, expec
 )
 def test_emails_are_trimmed_and_lower_cased_or_rejected(value, expected):
     assert normalise_email(value) == expected
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+ids = st.integers(min_value=1, max_value=10**12) | st.from_regex(r"[0-9a-z_]{1,40}", fullmatch=True)
+
+
+def mostly(valid):
+    """Usually a plausible value, sometimes any JSON at all."""
+    return st.integers(0, 9).flatmap(lambda n: json_values if n == 0 else valid)
+
+
+products = st.lists(
+    st.fixed_dictionaries(
+        {
+            "amount": st.fixed_dictionaries(
+                {
+                    "cents": mostly(
+                        st.integers(min_value=0, max_value=10**13)
+                        | st.from_regex(r"[0-9]{1,14}", fullmatch=True)
+                    ),
+                    "currency_iso": mostly(st.sampled_from(["USD", "jpy", " eur "])),
+                }
+            )
+        },
+        optional={
+            "id": mostly(ids),
+            "name": mostly(st.text(max_size=600)),
+            "stripe_plan": mostly(st.text(max_size=300)),
+            "stripe_cancel_after_payments": mostly(st.integers()),
+        },
+    ),
+    max_size=3,
+)
+purchases = st.fixed_dictionaries(
+    {"id": mostly(ids), "products": mostly(products)},
+    optional={
+        "contact": json_values,
+        "email": mostly(st.emails()),
+        "subscription_id": mostly(st.text(max_size=20)),
+        "charge_id": mostly(st.text(max_size=20)),
+        "status": json_values,
+        "created_at": mostly(st.datetimes().map(datetime.isoformat)),
+        "updated_at": mostly(st.datetimes(timezones=st.timezones()).map(datetime.isoformat)),
+        "original_amount": json_values,
+    },
+)
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(body=purchases | st.fixed_dictionaries({"event": json_values, "purchase": purchases}) | json_values)
+def test_any_json_body_gives_rows_that_fit_the_table_or_a_readable_refusal(body):
+    try:
+        rows = purchase_rows(body)
+    except FunnelPayloadError as exc:
+        assert 0 < len(str(exc)) < 200
+        return
+    for row in rows:
+        assert isinstance(row["amount"], int) and row["amount"] >= 0
+        assert len(row["currency"]) == 3 and row["currency"].isalpha()
+        assert 0 < len(row["purchase_id"]) <= 255 and 0 < len(row["product_key"]) <= 255
+        assert 0 < len(row["product_name"]) <= 500
+        assert row["purchased_at"] is None or row["purchased_at"].tzinfo is not None

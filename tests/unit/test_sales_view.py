@@ -1,5 +1,6 @@
 """The complete sales view: later installments and subscription payments, in both API shapes."""
 
+import io
 import itertools
 import json
 import random
@@ -273,3 +274,31 @@ def test_every_order_of_one_payments_three_events_gives_the_same_row(db, permuta
     for index in permutation:
         deliver(db, events[index])
     assert plan_view(db) == EXPECTED_PLAN[:1]
+
+
+def test_a_purchase_known_from_its_webhook_and_from_a_sales_export_is_one_sale(db):
+    from handlers.purchases import store_purchases
+    from handlers.sales_import import read_sales_csv
+
+    deliver_funnel(
+        db,
+        funnel_purchase(
+            4001,
+            name="Workshop",
+            cents=20_000,
+            cancel_after=None,
+            subscription_id=None,
+            charge_id="pi_workshop",
+        ),
+    )
+    export = io.StringIO(
+        "Order ID,Email,Product,Amount,Currency,Date,Charge ID\n"
+        "4001,buyer@example.com,Workshop,200.00,USD,2026-09-21,pi_workshop\n"
+    )
+    with db.session() as session:
+        store_purchases(session, read_sales_csv(export).rows)
+    assert [(r["funnel_purchase_id"], r["amount"], r["source"]) for r in view(db)] == [
+        ("4001", 20_000, "funnel")
+    ]
+    deliver(db, event("charge.succeeded", charge("ch_workshop", amount=20_000, payment_intent="pi_workshop")))
+    assert [(r["charge_id"], r["funnel_purchase_id"]) for r in view(db)] == [("ch_workshop", "4001")]
