@@ -7,6 +7,7 @@ stay in the event log and can be replayed once a handler exists.
 from __future__ import annotations
 
 from handlers.context import FetchContext, Handler, HandlerContext, UnprocessableEvent
+from handlers.disputes import record_dispute
 from handlers.payments import (
     fetch_charge_links,
     fetch_invoice_links,
@@ -17,6 +18,7 @@ from handlers.payments import (
 )
 from handlers.purchases import record_funnel_purchase
 from handlers.refunds import record_refund_event
+from handlers.subscriptions import fetch_unpaid_invoices, record_subscription_end
 
 _charge = Handler(apply=record_charge, fetch=fetch_charge_links)
 _invoice = Handler(apply=record_invoice, fetch=fetch_invoice_links)
@@ -36,6 +38,8 @@ DISPATCH: dict[str, Handler] = {
     "invoice.paid": _invoice,
     "invoice.payment_succeeded": _invoice,
     "invoice_payment.paid": _invoice_payment,
+    "charge.dispute.created": Handler(apply=record_dispute),
+    "customer.subscription.deleted": Handler(apply=record_subscription_end, fetch=fetch_unpaid_invoices),
 }
 
 

@@ -9,7 +9,7 @@ and PostgreSQL's row locks, held for milliseconds rather than for a Stripe round
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sqlmodel import Session
@@ -54,6 +54,8 @@ class FetchContext(EventData):
 class HandlerContext(EventData):
     session: Session
     fetched: Any = None
+    # Alerts this event raised; the caller hands them to the alert sink after the commit.
+    new_alert_ids: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

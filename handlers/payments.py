@@ -10,14 +10,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlmodel import select
+from sqlmodel import func, select
 
 from handlers.context import FetchContext, HandlerContext
+from handlers.customers import emails_for_charges, refresh_customers
 from handlers.fields import object_id
+from handlers.funnel import normalise_email
 from handlers.ranks import CHARGE_TIES
 from handlers.refunds import record_refund
-from handlers.stripe_shapes import charge_facts, invoice_facts, invoice_is_paid, invoice_payment_facts
-from models import Charge, Invoice, InvoicePayment, upsert_newer
+from handlers.stripe_shapes import (
+    charge_email,
+    charge_facts,
+    invoice_facts,
+    invoice_is_paid,
+    invoice_payment_facts,
+)
+from models import Charge, CustomerStripeId, Invoice, InvoicePayment, Refund, upsert_newer
 from models.types import utcnow
 
 # Link columns a payload may lack: a payload without them must not erase what another one supplied.
@@ -43,6 +51,10 @@ class Fetched:
     charges: list[dict[str, Any]] = field(default_factory=list)
     invoices: list[dict[str, Any]] = field(default_factory=list)
     invoice_payments: list[dict[str, Any]] = field(default_factory=list)
+    refunds: list[dict[str, Any]] = field(default_factory=list)
+    # The email of the event's Stripe customer, when the charge itself carries none.
+
+    customer_email: str | None = None
 
 
 # --- writes ----------------------------------------------------------------------------------------
@@ -51,6 +63,9 @@ class Fetched:
 def upsert_charge(ctx: HandlerContext, charge: dict[str, Any], *, found_by: str = "webhook") -> None:
     values = charge_facts(charge, account=ctx.account, version=ctx.version, event_id=ctx.event_id)
     values.update(found_by=found_by, updated_at=utcnow())
+    if values["customer_email"] is None and ctx.fetched is not None:
+        values["customer_email"] = ctx.fetched.customer_email
+
     upsert_newer(
         ctx.session,
         Charge,
@@ -98,6 +113,9 @@ def apply_fetched(ctx: HandlerContext) -> None:
         upsert_invoice_payment(ctx, invoice_payment)
     for charge in fetched.charges:
         upsert_charge(ctx, charge)
+    for refund in fetched.refunds:
+        record_refund(ctx, refund)
+
 
 
 # --- what is already known -------------------------------------------------------------------------
@@ -141,12 +159,52 @@ def fetch_charge_links(ctx: FetchContext) -> Fetched | None:
             account=ctx.account,
         )
         fetched.invoice_payments.extend(page.get("data") or [])
+    if _refunds_missing(ctx, charge):
+        # Since API version 2022-11-15 a charge no longer lists its refunds: without them a refund
+        # seen only through charge.refunded would get no note.
+        page = ctx.stripe.get("/v1/refunds", {"charge": charge["id"], "limit": 100}, account=ctx.account)
+        fetched.refunds.extend(page.get("data") or [])
+    customer = charge.get("customer")
+    if charge_email(charge) is None and isinstance(customer, str):
+
+        # Without an email the payment cannot be put on anyone's record; ask Stripe whose it is.
+        fetched.customer_email = _known_email(ctx, customer) or normalise_email(
+            ctx.stripe.get(f"/v1/customers/{customer}", account=ctx.account).get("email")
+        )
     return fetched
+
+
+def _refunds_missing(ctx: FetchContext, charge: dict[str, Any]) -> bool:
+    refunded = charge.get("amount_refunded") or 0
+    if not refunded or isinstance(charge.get("refunds"), dict) and charge["refunds"].get("data"):
+        return False
+    with ctx.session_factory() as session:
+        known = session.exec(select(func.sum(Refund.amount)).where(Refund.charge == charge["id"])).one() or 0
+    return known < refunded
+
+
+def _known_email(ctx: FetchContext, stripe_customer: str) -> str | None:
+
+    with ctx.session_factory() as session:
+        link = session.get(CustomerStripeId, stripe_customer)
+        return link.email if link else None
+
+
+def _refresh(ctx: HandlerContext, charge_ids: set[str], emails: set[str | None] = frozenset()) -> None:
+    fetched: Fetched | None = ctx.fetched
+    if fetched is not None:
+        charge_ids |= {c["id"] for c in fetched.charges}
+        charge_ids |= {object_id(ip.get("payment", {}).get("charge")) for ip in fetched.invoice_payments} - {
+            None
+        }
+    found = emails_for_charges(ctx.session, charge_ids) | {e for e in emails if e}
+    ctx.new_alert_ids.extend(refresh_customers(ctx.session, found))
 
 
 def record_charge(ctx: HandlerContext) -> None:
     upsert_charge(ctx, ctx.object)
     apply_fetched(ctx)
+    _refresh(ctx, {ctx.object["id"]})
 
 
 # --- invoice.paid, invoice.payment_succeeded -------------------------------------------------------
@@ -178,6 +236,8 @@ def fetch_invoice_links(ctx: FetchContext) -> Fetched | None:
 def record_invoice(ctx: HandlerContext) -> None:
     upsert_invoice(ctx, ctx.object)
     apply_fetched(ctx)
+    charge_id = object_id(ctx.object.get("charge"))
+    _refresh(ctx, {charge_id} if charge_id else set(), {normalise_email(ctx.object.get("customer_email"))})
 
 
 # --- invoice_payment.paid (API versions from 2025-05-28.basil) --------------------------------------
@@ -208,3 +268,10 @@ def fetch_invoice_payment_links(ctx: FetchContext) -> Fetched | None:
 def record_invoice_payment(ctx: HandlerContext) -> None:
     upsert_invoice_payment(ctx, ctx.object)
     apply_fetched(ctx)
+    intent = object_id((ctx.object.get("payment") or {}).get("payment_intent"))
+    charges = (
+        set(ctx.session.exec(select(Charge.id).where(Charge.payment_intent == intent)).all())
+        if intent
+        else set()
+    )
+    _refresh(ctx, charges)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlmodel import Session
 
 from handlers.context import HandlerContext, UnprocessableEvent
+from handlers.customers import refresh_customers
 from handlers.funnel import FunnelPayloadError, purchase_rows
 from models import FunnelPurchase, upsert_many
 from models.types import utcnow
@@ -40,3 +41,5 @@ def record_funnel_purchase(ctx: HandlerContext) -> None:
     except FunnelPayloadError as exc:
         raise UnprocessableEvent(str(exc)) from exc
     store_purchases(ctx.session, rows)
+    emails = {row["customer_email"] for row in rows if row["customer_email"]}
+    ctx.new_alert_ids.extend(refresh_customers(ctx.session, emails))

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from sqlalchemy import func, select
 from sqlmodel import col
 
+from handlers.customers import emails_for_charges, emails_for_refunds, refresh_customers
 from handlers.payments import CHARGE_FILL_ONLY, INVOICE_FILL_ONLY, INVOICE_PAYMENT_FILL_ONLY
 from handlers.ranks import CHARGE_TIES, REFUND_TIES
 from handlers.reconcile_report import build_report
@@ -169,6 +170,17 @@ def _store_page(session, resource: str, objects: list[dict], version: int, count
     counts.add(resource, len(rows), len(rows) - len(known))
 
 
+def _refresh_refunded_customers(session, resource: str, objects: list[dict]) -> list[int]:
+    """Refunds found by the nightly run get their notes (and alerts) like refunds from webhooks."""
+    if resource == "refunds":
+        emails = emails_for_refunds(session, objects)
+    elif resource == "charges":
+        emails = emails_for_charges(session, [o["id"] for o in objects if o.get("amount_refunded")])
+    else:
+        return []
+    return refresh_customers(session, emails)
+
+
 Progress = Callable[[str, int], None]
 
 
@@ -179,6 +191,7 @@ def reconcile(
     end: datetime,
     *,
     progress: Progress | None = None,
+    on_alerts: Callable[[list[int]], None] | None = None,
 ) -> dict[str, Any]:
     """Reconcile the window [start, end); returns the report (also stored on the run)."""
     run_id, cursors, counts = _start_or_resume(db, start, end)
@@ -202,8 +215,11 @@ def reconcile(
             for page in stripe.pages(resource.path, params, starting_after=cursors.get(resource.name)):
                 with db.session() as session:
                     _store_page(session, resource.name, page, version, counts)
+                    raised = _refresh_refunded_customers(session, resource.name, page)
                     cursors[resource.name] = page[-1]["id"]
                     save(session)
+                if raised and on_alerts:
+                    on_alerts(raised)
                 if progress:
                     progress(resource.name, counts.by_resource[resource.name]["seen"])
             cursors[resource.name] = "complete"

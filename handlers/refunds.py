@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from handlers.context import HandlerContext
+from handlers.customers import emails_for_refunds, refresh_customers
 from handlers.ranks import REFUND_TIES
 from handlers.stripe_shapes import refund_facts
 from models import Refund, upsert_newer
@@ -21,3 +22,5 @@ def record_refund(ctx: HandlerContext, refund: dict[str, Any]) -> None:
 
 def record_refund_event(ctx: HandlerContext) -> None:
     record_refund(ctx, ctx.object)
+    emails = emails_for_refunds(ctx.session, [ctx.object])
+    ctx.new_alert_ids.extend(refresh_customers(ctx.session, emails))

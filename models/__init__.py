@@ -1,12 +1,19 @@
 """Tables and the database session. Importing this package registers every table on the metadata."""
 
-from models.db import Database, insert_ignore, upsert_many, upsert_newer
+from models.customers import Alert, Customer, CustomerNote, CustomerStripeId, SubscriptionEnd
+from models.db import Database, dialect_insert, insert_ignore, upsert_many, upsert_newer
 from models.events import FINISHED_STATUSES, Event, EventStatus
 from models.payments import Charge, Refund
 from models.reconcile import ReconcileRun
 from models.sales import FunnelPurchase, Invoice, InvoicePayment
 
 __all__ = [
+    "Alert",
+    "Customer",
+    "CustomerNote",
+    "CustomerStripeId",
+    "SubscriptionEnd",
+    "dialect_insert",
     "Charge",
     "Database",
     "Event",

@@ -100,20 +100,29 @@ class Database:
         self.engine.dispose()
 
 
-def _insert_for(session: Session):
+def dialect_insert(session: Session):
+    """The INSERT construct with ON CONFLICT support for the session's database."""
     dialect = session.get_bind().dialect.name
     return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
-def insert_ignore(session: Session, model: type[SQLModel], values: dict[str, Any]) -> bool:
+def insert_ignore(
+    session: Session,
+    model: type[SQLModel],
+    values: dict[str, Any],
+    *,
+    conflict_on: Sequence[str] | None = None,
+) -> bool:
     """INSERT ... ON CONFLICT DO NOTHING; True when the row was new.
 
     Never check-then-insert: two processes racing on the same key must both succeed, once.
+    `conflict_on` names a unique constraint's columns when the key is not the primary key.
     """
     table = model.__table__
-    keys = [c.name for c in table.primary_key.columns]
+    keys = list(conflict_on or [c.name for c in table.primary_key.columns])
+
     stmt = (
-        _insert_for(session)(table)
+        dialect_insert(session)(table)
         .values(**values)
         .on_conflict_do_nothing(index_elements=keys)
         .returning(*[table.c[k] for k in keys])
@@ -172,7 +181,7 @@ def upsert_many(
     table = model.__table__
     keys = [c.name for c in table.primary_key.columns]
     columns = list(rows[0])
-    insert = _insert_for(session)(table)
+    insert = dialect_insert(session)(table)
     newer = insert.excluded[version_column] > table.c[version_column]
     updates = {}
     for name in columns:

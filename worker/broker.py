@@ -18,6 +18,7 @@ from redis.retry import Retry
 from worker.settings import Settings, get_settings
 
 EVENTS_QUEUE = "events"
+ALERTS_QUEUE = "alerts"
 
 
 def build_broker(settings: Settings) -> dramatiq.Broker:

@@ -88,6 +88,7 @@ def cmd_clock(_: argparse.Namespace) -> int:
     jobs = [
         clock.Job("sweep", settings.sweep_interval_seconds, lambda: _sweep().enqueued),
         clock.DailyJob("reconcile", settings.reconcile_at, lambda: run_reconcile(None, None)["counts"]),
+        clock.Job("deliver alerts", settings.sweep_interval_seconds, _deliver_pending_alerts),
     ]
     clock.run_forever(jobs)
     return 0
@@ -400,7 +401,9 @@ def run_reconcile(since: datetime | None, until: datetime | None, progress=None)
         raise CannotReconcile(
             f"empty window: --since {start.isoformat()} is not before --until {end.isoformat()}"
         )
-    return reconcile(db, reader, start, end, progress=progress)
+    from worker.actors import send_alerts
+
+    return reconcile(db, reader, start, end, progress=progress, on_alerts=send_alerts)
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
@@ -417,6 +420,65 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     else:
         _print_reconcile_report(report)
     return 0
+
+
+# --- customer records ------------------------------------------------------------------------------
+
+
+def cmd_notes(args: argparse.Namespace) -> int:
+    from handlers.funnel import normalise_email
+    from worker import records, runtime
+
+    email = normalise_email(args.email)
+    if email is None:
+        print(f"not an email address: {args.email!r}", file=sys.stderr)
+        return 2
+    notes = records.notes_for(runtime.database(), email)
+    if args.json:
+        _print_json(notes)
+    elif not notes:
+        print(f"no notes for {email}")
+    else:
+        print(f"{email} (Stripe customers: {', '.join(notes[0]['stripe_customer_ids']) or 'none seen'})")
+        for note in notes:
+            print(f"- {note['text']}")
+    return 0
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from worker import records, runtime
+
+    db = runtime.database()
+    try:
+        if args.alerts_command == "ack":
+            alert = records.acknowledge(db, args.alert_id, args.by)
+        elif args.alerts_command == "resolve":
+            alert = records.resolve(db, args.alert_id, args.by, args.note)
+        else:
+            alerts = records.list_alerts(db, args.status)
+            if args.json:
+                _print_json(alerts)
+            else:
+                _print_table(
+                    alerts, ["id", "kind", "status", "created_at", "customer_email", "charge_id", "message"]
+                )
+            return 0
+    except records.AlertNotFound as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    if args.json:
+        _print_json(alert)
+    else:
+        print(f"alert {alert['id']} is {alert['status']}")
+    return 0
+
+
+def _deliver_pending_alerts() -> int:
+    from worker import actors, alert_sink, runtime
+
+    pending = alert_sink.undelivered(runtime.database())
+    actors.send_alerts(pending)
+    return len(pending)
 
 
 # --- parser ----------------------------------------------------------------------------------------
@@ -492,6 +554,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until", type=_iso_datetime, help="default: now")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_reconcile)
+
+    p = sub.add_parser("notes", help="the refund history on a customer's record")
+    p.add_argument("email", metavar="EMAIL")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_notes)
+
+    p = sub.add_parser(
+        "alerts", help="list alerts, or `alerts ack ID --by NAME`, `alerts resolve ID --by NAME`"
+    )
+    p.add_argument("--status", choices=("open", "acknowledged", "resolved"))
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_alerts, alerts_command=None)
+    alerts_sub = p.add_subparsers(dest="alerts_command", metavar="ack|resolve")
+    for name, help_text in (("ack", "say you are handling it"), ("resolve", "close it, with what was done")):
+        action = alerts_sub.add_parser(name, help=help_text)
+        action.add_argument("alert_id", type=int, metavar="ID")
+        action.add_argument("--by", required=True, metavar="NAME")
+        if name == "resolve":
+            action.add_argument("--note", metavar="TEXT")
+        action.add_argument("--json", action="store_true")
     return parser
 
 
@@ -501,6 +583,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format, settings.secret_values())
+    from worker import runtime
+
+    runtime.configure_domain()
+
     try:
         return args.func(args)
     except BrokenPipeError:

@@ -50,11 +50,14 @@ def process_event(
     max_attempts: int,
     force: bool = False,
     stripe: Callable[[], StripeLookup | None] = lambda: None,
+    on_alerts: Callable[[list[int]], None] = lambda ids: None,
 ) -> Outcome:
     """Apply a stored event. Without `force`, an event that is already finished is left alone.
 
     `stripe` gives the Stripe reader for handlers that must fetch what a payload lacks (None when no
-    API key is configured); it is only called when a handler needs it.
+    API key is configured); it is only called when a handler needs it. `on_alerts` receives the ids of
+    alerts the event raised, after they are committed.
+
     """
     key = (event_id, account)
     with db.session() as session:
@@ -77,12 +80,15 @@ def process_event(
             fetched = handler.fetch(
                 FetchContext(event=document, account=account, session_factory=db.session, stripe=stripe())
             )
+        handler_context = None
         with db.session() as session:
             if handler is not None:
-                handler.apply(
-                    HandlerContext(event=document, account=account, session=session, fetched=fetched)
+                handler_context = HandlerContext(
+                    event=document, account=account, session=session, fetched=fetched
                 )
+                handler.apply(handler_context)
             event = session.get(Event, key)
+
             event.status = EventStatus.DONE if handler is not None else EventStatus.IGNORED
             event.processed_at = event.updated_at = utcnow()
             event.last_error = event.last_traceback = None
@@ -95,7 +101,17 @@ def process_event(
             raise EventGaveUp(f"event {event_id} is dead after {attempt} attempt(s)") from exc
         raise
     log.info("event %s", status, extra=context)
+    if handler_context is not None and handler_context.new_alert_ids:
+        _hand_over(on_alerts, handler_context.new_alert_ids)
     return Outcome(event_id, account, event_type, status, attempt)
+
+
+def _hand_over(on_alerts: Callable[[list[int]], None], alert_ids: list[int]) -> None:
+    """Pass committed alerts to the sink; if that fails, the clock's delivery sweep sends them later."""
+    try:
+        on_alerts(alert_ids)
+    except Exception as exc:
+        log.warning("alerts %s stored but not handed to the sink (%s)", alert_ids, type(exc).__name__)
 
 
 def _record_failure(db: Database, key: tuple[str, str], exc: Exception, *, dead: bool) -> None:

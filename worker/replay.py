@@ -87,8 +87,15 @@ def _run(
     result = ReplayResult(event_id, account or None, event_type, before, None)
     try:
         outcome = processing.process_event(
-            db, event_id, account, max_attempts=max_attempts, force=True, stripe=runtime.stripe_reader
+            db,
+            event_id,
+            account,
+            max_attempts=max_attempts,
+            force=True,
+            stripe=runtime.stripe_reader,
+            on_alerts=_send_alerts,
         )
+
         result.status_after = outcome.status
     except Exception as exc:
         cause = exc.__cause__ if isinstance(exc, processing.EventGaveUp) and exc.__cause__ else exc
@@ -96,3 +103,9 @@ def _run(
         rows = [e for e in find_by_id(db, event_id) if e.account == account]
         result.status_after = rows[0].status if rows else None
     return result
+
+
+def _send_alerts(alert_ids: list[int]) -> None:
+    from worker.actors import send_alerts
+
+    send_alerts(alert_ids)

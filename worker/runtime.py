@@ -32,6 +32,15 @@ def stripe_reader() -> stripe_api.StripeReader | None:
     return stripe_api.StripeReader(get_settings(), stripe_client())
 
 
+def configure_domain() -> None:
+    """Hand the domain rules their configured values (handlers read no settings themselves)."""
+    from datetime import timedelta
+
+    from handlers import customers
+
+    customers.DUPLICATE_WINDOW = timedelta(days=get_settings().duplicate_window_days)
+
+
 def reset() -> None:
     """Forget the cached settings, database and client (after the environment changed)."""
     if database.cache_info().currsize:

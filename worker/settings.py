@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     # ClickFunnels does not sign its webhooks; the URL carries this token instead.
     funnel_webhook_token: SecretStr | None = None
 
+    # Alerts: a Slack-compatible incoming webhook (its URL is a secret: anyone with it can post).
+    alert_webhook_url: SecretStr | None = None
+    alert_timeout_seconds: float = Field(default=10.0, gt=0)
+    duplicate_window_days: int = Field(default=30, ge=1, le=3650)
+
     # Nightly reconciliation
     reconcile_at: str = Field(default="03:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")  # UTC, HH:MM
     reconcile_initial_days: int = Field(default=30, ge=1, le=3650)
@@ -79,7 +84,7 @@ class Settings(BaseSettings):
     def secret_values(self) -> list[str]:
         """Every configured secret, so log and error output can be scrubbed of them."""
         values = list(self.webhook_secrets())
-        for secret in (self.stripe_api_key, self.funnel_webhook_token):
+        for secret in (self.stripe_api_key, self.funnel_webhook_token, self.alert_webhook_url):
             if secret is not None:
                 values.append(secret.get_secret_value())
         return [v for v in values if len(v) >= 6]

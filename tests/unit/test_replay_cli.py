@@ -137,12 +137,21 @@ def test_an_event_unknown_locally_is_fetched_from_stripe_stored_and_applied(cli_
         links = respx.get(f"{API}/v1/invoice_payments").mock(
             return_value=httpx.Response(200, json={"object": "list", "data": [], "has_more": False})
         )
+        # The charge carries no email: whose it is comes from its Stripe customer.
+        customer = respx.get(f"{API}/v1/customers/cus_test1").mock(
+            return_value=httpx.Response(
+                200, json={"id": "cus_test1", "object": "customer", "email": "Remote@Example.com"}
+            )
+        )
         code, results = run_json(capsys, "replay", "evt_remote")
-    assert route.call_count == 1 and links.call_count == 1
+    assert route.call_count == 1 and links.call_count == 1 and customer.call_count == 1
+
     assert code == 0
     assert results[0]["fetched_from_stripe"] is True and results[0]["status_after"] == "done"
     with cli_db.session() as session:
         assert session.get(Charge, "ch_remote").amount == 31_400
+        assert session.get(Charge, "ch_remote").customer_email == "remote@example.com"
+
         assert json.loads(session.get(Event, ("evt_remote", "")).payload)["id"] == "evt_remote"
 
 
