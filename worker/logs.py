@@ -60,3 +60,6 @@ def configure_logging(level: str = "INFO", fmt: str = "json", secrets: list[str]
     root.setLevel(level.upper())
     # Alembic announces each of its plugins at INFO on every start; only its migrations matter.
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    # httpx logs every request URL at INFO; a funnel webhook URL carries its token, so never those.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

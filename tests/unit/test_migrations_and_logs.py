@@ -65,3 +65,16 @@ def test_dev_mode_generates_one_private_secret_and_keeps_it(tmp_path):
 
 def test_outside_dev_mode_no_secret_means_none_and_the_receiver_refuses_to_start():
     assert webhook_secrets(Settings(dev_mode=False)) == []
+
+
+def test_request_urls_which_can_carry_a_token_are_not_logged_by_the_http_client(capsys):
+    import httpx
+    import respx
+
+    configure_logging("INFO", "json", secrets=[])
+    with respx.mock:
+        respx.post("http://127.0.0.1:9/webhooks/funnel/token-in-the-path-123").mock(
+            return_value=httpx.Response(200)
+        )
+        httpx.post("http://127.0.0.1:9/webhooks/funnel/token-in-the-path-123")
+    assert "token-in-the-path-123" not in capsys.readouterr().err
