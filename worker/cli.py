@@ -100,7 +100,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     return devstack.run(processes=args.processes, threads=args.threads)
 
 
+def cmd_demo(_: argparse.Namespace) -> int:
+    from worker import demo
+
+    return demo.run()
+
+
 def cmd_migrate(_: argparse.Namespace) -> int:
+
     from models.migrate import upgrade
     from worker import runtime
 
@@ -493,7 +500,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser(
+        "demo", help="run a realistic scenario end to end on 127.0.0.1 (no network, no Stripe account)"
+    )
+    p.set_defaults(func=cmd_demo)
+
     p = sub.add_parser("web", help="the HTTP receiver")
+
     p.add_argument("--host", default=None)
     p.add_argument("--port", type=int, default=None)
     p.set_defaults(func=cmd_web)

@@ -92,8 +92,9 @@ def test_the_refund_note_states_date_amount_product_ids_reason_and_status(db):
         "succeeded",
     )
     assert note.text == (
-        "2026-09-21 refund of 198.00 USD (full, of 198.00 USD) for \u201cVideo course\u201d, one-time payment "
-        "- refunded. Reason: duplicate. Charge ch_second, refund re_dup."
+        "2026-09-21 refund of 198.00 USD (full, of 198.00 USD) for \u201cVideo course\u201d, "
+        "one-time payment - refunded. Reason: duplicate. Charge ch_second, refund re_dup."
+
     )
 
 

@@ -5,11 +5,11 @@ Revises: 0002
 Create Date: 2026-11-22 05:02:19.829821
 """
 
-from alembic import op
 import sqlalchemy as sa
 import sqlmodel
-import models.types
+from alembic import op
 
+import models.types
 
 revision = "0003"
 down_revision = "0002"

@@ -1,0 +1,181 @@
+"""`python -m worker demo`: the whole worker on a realistic scenario, with no network and no Stripe account.
+
+Runs the real receiver, a real redis-server, real Dramatiq worker processes and a SQLite database, with
+the local Stripe stand-in in place of Stripe's API and a local Slack-compatible sink for alerts, all on
+127.0.0.1. It posts signed Stripe events and funnel webhooks for the scenario in `worker.demo_data`,
+lets the nightly run find the payment whose webhooks never arrived, then prints the complete sales view,
+the refund notes and the open alerts, and stops everything it started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+
+from worker import demo_data
+from worker.devstack import find_redis_server, install_redis_server
+from worker.signature import sign
+
+DEMO_DIR = Path("var/demo")
+CUSTOMERS = ("aiko@example.jp", "ben@example.com", "mika@example.com", "ken@example.com")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class _Sink(BaseHTTPRequestHandler):
+    """A Slack-compatible incoming webhook that keeps what it is sent."""
+
+    received: list[dict] = []
+
+    def do_POST(self) -> None:  # noqa: N802  (http.server's naming)
+        body = self.rfile.read(int(self.headers.get("content-length") or 0))
+        _Sink.received.append(json.loads(body or b"{}"))
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *_args) -> None:
+        pass
+
+
+def _wait(what: str, check, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"demo: timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def _section(title: str) -> None:
+    print(f"\n=== {title} " + "=" * max(0, 90 - len(title)))
+
+
+def run() -> int:
+    from stripe_standin import StandinServer, Store
+
+    if DEMO_DIR.exists():
+        shutil.rmtree(DEMO_DIR)
+    DEMO_DIR.mkdir(parents=True)
+    scenario = demo_data.build()
+    store = Store()
+    store.add_many(scenario.objects)
+
+    processes: list[subprocess.Popen] = []
+    sink = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
+    threading.Thread(target=sink.serve_forever, daemon=True).start()
+    web_port, redis_port = _free_port(), _free_port()
+    webhook_secret, funnel_token = "whsec_demo" + secrets.token_hex(16), secrets.token_hex(16)
+    log = (DEMO_DIR / "processes.log").open("w")
+    try:
+        with StandinServer(store) as stripe_api:
+            env = {
+                **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BROKER", "DEV_MODE")},
+                "DATABASE_URL": f"sqlite:///{DEMO_DIR}/demo.db",
+                "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+                "STRIPE_API_KEY": "sk_test_demo" + secrets.token_hex(8),
+                "STRIPE_API_BASE": stripe_api.url,
+                "STRIPE_WEBHOOK_SECRET": webhook_secret,
+                "FUNNEL_WEBHOOK_TOKEN": funnel_token,
+                "ALERT_WEBHOOK_URL": f"http://127.0.0.1:{sink.server_port}/hooks/demo",
+                "LOG_LEVEL": "WARNING",
+            }
+            redis_server = find_redis_server() or install_redis_server()
+            processes.append(
+                subprocess.Popen(
+                    [
+                        redis_server,
+                        "--bind",
+                        "127.0.0.1",
+                        "--port",
+                        str(redis_port),
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                )
+            )
+            cli = [sys.executable, "-m", "worker"]
+            subprocess.run([*cli, "migrate"], env=env, check=True, stderr=log)
+            processes.append(subprocess.Popen([*cli, "web", "--port", str(web_port)], env=env, stderr=log))
+            processes.append(
+                subprocess.Popen([*cli, "worker", "--processes", "1", "--threads", "4"], env=env, stderr=log)
+            )
+            base = f"http://127.0.0.1:{web_port}"
+            _wait("the receiver", lambda: _up(f"{base}/healthz"))
+
+            missing = ", ".join(scenario.undelivered)
+            print(
+                f"Posting {len(scenario.funnel_webhooks)} funnel purchases and {len(scenario.events)} signed "
+                f"Stripe events (the webhooks of {missing} never arrive)"
+            )
+
+            with httpx.Client(timeout=10) as client:
+                for purchase in scenario.funnel_webhooks:
+                    client.post(f"{base}/webhooks/funnel/{funnel_token}", json=purchase).raise_for_status()
+                for document in scenario.events:
+                    body = json.dumps(document).encode()
+                    headers = {
+                        "Stripe-Signature": sign(body, webhook_secret),
+                        "Content-Type": "application/json",
+                    }
+                    client.post(f"{base}/webhooks/stripe", content=body, headers=headers).raise_for_status()
+            _wait("every event to be processed", lambda: _unfinished(cli, env) == 0)
+
+            _section("The nightly run (python -m worker reconcile)")
+            subprocess.run([*cli, "reconcile"], env=env, check=True, stderr=log)
+            _wait("the alert to reach the sink", lambda: len(_Sink.received) >= 1, timeout=30)
+
+            _section("Complete sales view (python -m worker sales)")
+            subprocess.run([*cli, "sales"], env=env, check=True, stderr=log)
+            _section("Refund notes on customer records (python -m worker notes EMAIL)")
+            for email in CUSTOMERS:
+                subprocess.run([*cli, "notes", email], env=env, check=True, stderr=log)
+            _section("Open alerts (python -m worker alerts --status open)")
+            subprocess.run([*cli, "alerts", "--status", "open"], env=env, check=True, stderr=log)
+            print(f"\nThe local alert sink received {len(_Sink.received)} message(s):")
+            for message in _Sink.received:
+                print("  " + message.get("text", "").splitlines()[0])
+            print(f"\nEverything ran on 127.0.0.1; database {DEMO_DIR}/demo.db, process logs {log.name}.")
+
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        sink.shutdown()
+        log.close()
+    return 0
+
+
+def _up(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _unfinished(cli: list[str], env: dict) -> int:
+    out = subprocess.run(
+        [*cli, "events", "--json"], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    return sum(1 for e in json.loads(out) if e["status"] not in ("done", "ignored", "dead"))
