@@ -5,6 +5,7 @@ import logging
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import text
 from sqlmodel import SQLModel
 
 from models import Database
@@ -14,13 +15,26 @@ from worker.logs import configure_logging, redact
 from worker.settings import Settings
 
 
-def test_the_migrations_build_exactly_the_schema_the_models_describe(tmp_path):
-    database = Database(f"sqlite:///{tmp_path}/migrated.db")
-    upgrade(database)
-    upgrade(database)  # running it again on every deploy is safe
-    with database.engine.connect() as connection:
-        differences = compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)
-    database.dispose()
+def test_the_migrations_build_exactly_the_schema_the_models_describe(tmp_path, _shared_database):
+    if _shared_database is None:
+        database = Database(f"sqlite:///{tmp_path}/migrated.db")
+    else:  # on PostgreSQL: migrate the shared database from empty, then give it back as it was
+        database = _shared_database
+        with database.engine.begin() as connection:
+            SQLModel.metadata.drop_all(connection)
+    try:
+        upgrade(database)
+        upgrade(database)  # running it again on every deploy is safe
+        with database.engine.connect() as connection:
+            differences = compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)
+    finally:
+        if _shared_database is None:
+            database.dispose()
+        else:
+            with database.engine.begin() as connection:
+                SQLModel.metadata.drop_all(connection)
+                connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
+            database.create_all()
     assert differences == []
 
 

@@ -7,7 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlmodel import select
 
-from models import Alert, CustomerNote, CustomerStripeId, Database, SubscriptionEnd
+from models import Alert, CustomerNote, CustomerStripeId, SubscriptionEnd
+from tests.conftest import empty_tables
 from tests.sales_scenarios import T0, funnel_purchase
 from tests.stripe_fixtures import charge, event, refund
 from tests.unit.test_sales_view import deliver, deliver_funnel
@@ -94,7 +95,6 @@ def test_the_refund_note_states_date_amount_product_ids_reason_and_status(db):
     assert note.text == (
         "2026-09-21 refund of 198.00 USD (full, of 198.00 USD) for \u201cVideo course\u201d, "
         "one-time payment - refunded. Reason: duplicate. Charge ch_second, refund re_dup."
-
     )
 
 
@@ -275,17 +275,16 @@ EVENT_ORDERS = st.lists(st.sampled_from(range(6)), min_size=6, max_size=12).filt
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(order=EVENT_ORDERS)
-def test_any_order_and_duplication_of_one_refunds_events_gives_one_note_and_one_alert(order):
-    database = Database("sqlite://")
-    database.create_all()
+def test_any_order_and_duplication_of_one_refunds_events_gives_one_note_and_one_alert(db, order):
+    empty_tables(db)  # one database for all examples: start each from nothing
     events = duplicate_refund_events()
     for index in order:
-        deliver(database, json.loads(json.dumps(events[index])))
-    with database.session() as session:
+        deliver(db, json.loads(json.dumps(events[index])))
+    with db.session() as session:
         all_notes = session.exec(select(CustomerNote)).all()
         all_alerts = session.exec(select(Alert)).all()
-    database.dispose()
     assert [(n.refund_id, n.status) for n in all_notes] == [("re_dup", "succeeded")]
+
     assert [(a.refund_id, a.kept_charge_id) for a in all_alerts] == [("re_dup", "ch_first")]
 
 
