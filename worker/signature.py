@@ -9,11 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
+
+
+_HEX_SIGNATURE = re.compile(r"[0-9a-f]{64}")
 
 
 class SignatureError(ValueError):
     """The request does not carry a valid signature for any configured secret."""
+
+
+class StaleTimestamp(SignatureError):
+    """The signature's timestamp is outside the tolerance window (a replay, or a clock that is off)."""
 
 
 def compute_signature(payload: bytes, secret: str, timestamp: int) -> str:
@@ -35,11 +43,14 @@ def _parse_header(header: str) -> tuple[int, list[str]]:
         if not sep:
             continue
         if key == "t":
-            if timestamp is not None or not value.isdigit() or len(value) > 12:
+            # isascii(): "²" is a digit to str.isdigit() but not to int().
+            if timestamp is not None or not (value.isascii() and value.isdigit()) or len(value) > 12:
                 raise SignatureError("malformed Stripe-Signature header")
             timestamp = int(value)
-        elif key == "v1":
+        elif key == "v1" and _HEX_SIGNATURE.fullmatch(value):
+            # Anything but 64 hex digits cannot match, and compare_digest refuses non-ASCII text.
             signatures.append(value)
+
     if timestamp is None or not signatures:
         raise SignatureError("malformed Stripe-Signature header")
     return timestamp, signatures
@@ -61,7 +72,7 @@ def verify(
     timestamp, signatures = _parse_header(header)
     now = time.time() if now is None else now
     if abs(now - timestamp) > tolerance_seconds:
-        raise SignatureError("timestamp outside the tolerance window")
+        raise StaleTimestamp("timestamp outside the tolerance window")
     for secret in secrets:
         expected = compute_signature(payload, secret, timestamp)
         if any(hmac.compare_digest(expected, candidate) for candidate in signatures):

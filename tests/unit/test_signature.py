@@ -63,3 +63,11 @@ def test_a_timestamp_exactly_at_the_tolerance_is_accepted(offset):
 def test_verification_cannot_run_without_a_secret():
     with pytest.raises(SignatureError, match="no webhook secret"):
         verify(BODY, sign(BODY, SECRET, NOW), [], tolerance_seconds=300, now=NOW)
+
+
+@pytest.mark.parametrize(
+    "header", [f"t=\u00b2,v1={'0' * 64}", f"t={NOW},v1=\u00e9{'0' * 63}", f"t=\uff11\uff12,v1={'0' * 64}"]
+)
+def test_non_ascii_digits_or_signatures_are_a_malformed_header_not_a_crash(header):
+    with pytest.raises(SignatureError):
+        verify(BODY, header, [SECRET], tolerance_seconds=300, now=NOW)
