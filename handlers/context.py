@@ -24,6 +24,10 @@ class StripeLookup(Protocol):
 
     def get(self, path: str, params: dict[str, Any] | None = None, *, account: str = "") -> dict: ...
 
+    def get_optional(
+        self, path: str, params: dict[str, Any] | None = None, *, account: str = ""
+    ) -> dict | None: ...
+
 
 @dataclass(frozen=True)
 class EventData:

@@ -117,7 +117,6 @@ def apply_fetched(ctx: HandlerContext) -> None:
         record_refund(ctx, refund)
 
 
-
 # --- what is already known -------------------------------------------------------------------------
 
 
@@ -166,11 +165,12 @@ def fetch_charge_links(ctx: FetchContext) -> Fetched | None:
         fetched.refunds.extend(page.get("data") or [])
     customer = charge.get("customer")
     if charge_email(charge) is None and isinstance(customer, str):
-
         # Without an email the payment cannot be put on anyone's record; ask Stripe whose it is.
+        # A customer deleted since (404, or `deleted: true`) just leaves the email unknown.
         fetched.customer_email = _known_email(ctx, customer) or normalise_email(
-            ctx.stripe.get(f"/v1/customers/{customer}", account=ctx.account).get("email")
+            (ctx.stripe.get_optional(f"/v1/customers/{customer}", account=ctx.account) or {}).get("email")
         )
+
     return fetched
 
 

@@ -137,6 +137,17 @@ class StripeReader:
     def get(self, path: str, params: dict[str, Any] | None = None, *, account: str = "") -> dict:
         return self.request("get", path, params, account=account)
 
+    def get_optional(
+        self, path: str, params: dict[str, Any] | None = None, *, account: str = ""
+    ) -> dict | None:
+        """`get`, but None when Stripe has no such object (404) instead of an error."""
+        try:
+            return self.get(path, params, account=account)
+        except stripe.InvalidRequestError as exc:
+            if exc.http_status == 404:
+                return None
+            raise
+
     def pages(
         self, path: str, params: dict[str, Any], *, account: str = "", starting_after: str | None = None
     ) -> Iterator[list[dict]]:

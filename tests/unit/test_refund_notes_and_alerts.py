@@ -311,3 +311,37 @@ def test_a_seller_subscribed_only_to_charge_refunded_still_gets_the_note_and_ale
     assert refunds.call_count == 1 and refunds.calls[0].request.url.params["charge"] == "ch_second"
     assert [(n.refund_id, n.status) for n in notes(db)] == [("re_dup", "succeeded")]
     assert [a.kept_charge_id for a in alerts(db)] == ["ch_first"]
+
+
+def test_a_charge_whose_stripe_customer_was_deleted_is_still_recorded_without_an_email(db):
+    import httpx
+    import respx
+
+    from models import Charge
+    from worker.settings import Settings
+    from worker.stripe_api import StripeReader, make_client
+
+    api = "http://127.0.0.1:12111"
+    settings = Settings(stripe_api_key="sk_test_deleted_customer", stripe_api_base=api)
+    reader = StripeReader(settings, make_client(settings))
+    anonymous = charge("ch_anon", customer="cus_gone", payment_intent="pi_anon")
+    with respx.mock:
+        respx.get(f"{api}/v1/invoice_payments").mock(
+            return_value=httpx.Response(200, json={"object": "list", "has_more": False, "data": []})
+        )
+        respx.get(f"{api}/v1/customers/cus_gone").mock(
+            return_value=httpx.Response(
+                404,
+                json={
+                    "error": {
+                        "type": "invalid_request_error",
+                        "code": "resource_missing",
+                        "message": "No such customer",
+                    }
+                },
+            )
+        )
+        assert deliver(db, event("charge.succeeded", anonymous), stripe=reader) == "done"
+    with db.session() as session:
+        stored = session.get(Charge, "ch_anon")
+    assert (stored.amount, stored.customer_email) == (5000, None)
