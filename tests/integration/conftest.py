@@ -40,6 +40,8 @@ def _session_stack(tmp_path_factory, fake_stripe: FakeStripe, api_key: str) -> I
         yield stack
     finally:
         stack.stop_all()
+        stack.close_database()
+
 
 
 @pytest.fixture

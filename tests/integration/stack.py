@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -28,7 +27,9 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 import redis
+from sqlalchemy.engine import make_url
 
+from models.db import make_engine, normalise_url
 from tests.stripe_fixtures import TEST_SECRET, signed
 from worker.settings import Settings
 
@@ -242,6 +243,10 @@ class Stack:
         self.log_dir = root / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.db_path = root / "x.db"
+        self.database_url = stack_database_url(self.db_path)
+        self.backend = "postgresql" if self.database_url.startswith("postgres") else "sqlite"
+        self._engine = None
+
         self.redis_port = free_port()
         self.web_port = free_port()
         self.api_key = api_key
@@ -252,7 +257,7 @@ class Stack:
         self.worker: ManagedProcess | None = None
         self._cli_runs = 0
         self.env = self.base_env(
-            DATABASE_URL=f"sqlite:///{self.db_path}",
+            DATABASE_URL=self.database_url,
             REDIS_URL=f"redis://127.0.0.1:{self.redis_port}/0",
             STRIPE_WEBHOOK_SECRET=self.webhook_secret,
             STRIPE_API_KEY=api_key,
@@ -370,20 +375,52 @@ class Stack:
 
     # --- the database, read directly ---------------------------------------------------------------
 
+    @property
+    def engine(self):
+        if self._engine is None:
+            self._engine = make_engine(self.database_url)
+        return self._engine
+
+    def _driver_sql(self, sql: str) -> str:
+        # Tests write SQLite's `?` placeholders; psycopg takes `%s`.
+        return sql.replace("?", "%s") if self.backend == "postgresql" else sql
+
     def query(self, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
-        connection = sqlite3.connect(self.db_path, timeout=30)
-        try:
-            connection.row_factory = sqlite3.Row
-            return [dict(row) for row in connection.execute(sql, params).fetchall()]
-        finally:
-            connection.close()
+        with self.engine.connect() as connection:
+            result = connection.exec_driver_sql(self._driver_sql(sql), params or ())
+            return [dict(row) for row in result.mappings().all()]
 
     def execute(self, sql: str) -> None:
-        connection = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
-        try:
-            connection.execute(sql)
-        finally:
-            connection.close()
+        with self.engine.begin() as connection:
+            connection.exec_driver_sql(sql)
+
+    def fail_inserts(self, trigger: str, charge_id: str, when: str = "1=1") -> None:
+        """Make inserts of one charge fail inside the database while `when` holds (a real DB fault)."""
+        if self.backend == "sqlite":
+            self.execute(
+                f"CREATE TRIGGER {trigger} BEFORE INSERT ON charges WHEN NEW.id = '{charge_id}' AND ({when}) "
+                "BEGIN SELECT RAISE(ABORT, 'simulated database failure'); END"
+            )
+            return
+        self.execute(
+            f"CREATE FUNCTION {trigger}_fn() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"IF NEW.id = '{charge_id}' AND ({when}) THEN "
+            "RAISE EXCEPTION 'simulated database failure'; END IF; RETURN NEW; END $$"
+        )
+        self.execute(
+            f"CREATE TRIGGER {trigger} BEFORE INSERT ON charges FOR EACH ROW EXECUTE FUNCTION {trigger}_fn()"
+        )
+
+    def stop_failing(self, trigger: str) -> None:
+        if self.backend == "sqlite":
+            self.execute(f"DROP TRIGGER {trigger}")
+        else:
+            self.execute(f"DROP TRIGGER {trigger} ON charges")
+            self.execute(f"DROP FUNCTION {trigger}_fn()")
+
+    def close_database(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
 
     def events(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         ids = list(ids)
@@ -433,3 +470,21 @@ class Stack:
         snapshot.update({name: client.hlen(name) for name in MESSAGE_HASHES})
         snapshot[DEAD_LETTER_KEY] = client.zcard(DEAD_LETTER_KEY)
         return snapshot
+
+
+def stack_database_url(sqlite_path: Path) -> str:
+    """SQLite in the stack's folder; or, on the PostgreSQL leg, a database of its own, emptied.
+
+    Its own database keeps the long-lived stack processes clear of the unit tests' tables.
+    """
+    base = os.environ.get("TEST_DATABASE_URL")
+    if not base:
+        return f"sqlite:///{sqlite_path}"
+    url = make_url(normalise_url(base))
+    name = f"{url.database}_stack"
+    admin = make_engine(url.set(database="postgres").render_as_string(hide_password=False))
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        connection.exec_driver_sql(f"CREATE DATABASE {name}")
+    admin.dispose()
+    return url.set(database=name).render_as_string(hide_password=False)

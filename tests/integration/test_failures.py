@@ -16,13 +16,6 @@ from tests.integration.stack import EVENT_MAX_ATTEMPTS, Stack, needs_redis
 pytestmark = [pytest.mark.integration, needs_redis]
 
 
-def _fail_inserts_of(stack: Stack, trigger: str, charge_id: str, when: str = "1") -> None:
-    stack.execute(
-        f"CREATE TRIGGER {trigger} BEFORE INSERT ON charges WHEN NEW.id = '{charge_id}' AND ({when}) "
-        "BEGIN SELECT RAISE(ABORT, 'simulated database failure'); END"
-    )
-
-
 def _replay_results_for(result, event_id: str) -> dict:
     [mine] = [r for r in result.json() if r["id"] == event_id]
     return mine
@@ -63,8 +56,8 @@ def test_an_event_its_handler_can_never_apply_ends_dead_at_once_with_a_readable_
 def test_an_event_whose_handler_fails_once_is_retried_by_the_worker_and_ends_done(stack: Stack, uid: str):
     charge_id, event_id = f"ch_flaky_{uid}", f"evt_flaky_{uid}"
     # Fails while the event is on its first attempt (the attempt is committed before the handler runs).
-    _fail_inserts_of(
-        stack, f"flaky_{uid}", charge_id, when=f"(SELECT attempts FROM events WHERE id = '{event_id}') < 2"
+    stack.fail_inserts(
+        f"flaky_{uid}", charge_id, when=f"(SELECT attempts FROM events WHERE id = '{event_id}') < 2"
     )
     document = sf.event("charge.succeeded", sf.charge(charge_id, amount=3100), event_id=event_id)
 
@@ -80,7 +73,7 @@ def test_an_event_whose_handler_keeps_failing_ends_dead_and_replay_failed_applie
 ):
     charge_id, event_id = f"ch_broken_{uid}", f"evt_broken_{uid}"
     trigger = f"broken_{uid}"
-    _fail_inserts_of(stack, trigger, charge_id)
+    stack.fail_inserts(trigger, charge_id)
     document = sf.event("charge.succeeded", sf.charge(charge_id, amount=4100), event_id=event_id)
 
     assert stack.post_event(document).status_code == 200
@@ -97,7 +90,7 @@ def test_an_event_whose_handler_keeps_failing_ends_dead_and_replay_failed_applie
     assert dry.returncode == 0, dry
     assert {e["id"]: e["status"] for e in dry.json()["would_replay"]}[event_id] == "dead"
 
-    stack.execute(f"DROP TRIGGER {trigger}")  # the fault is fixed
+    stack.stop_failing(trigger)  # the fault is fixed
     replayed = stack.cli("replay", "--failed", "--json")
 
     results = replayed.json()
