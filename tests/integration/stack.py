@@ -405,7 +405,9 @@ class Stack:
         self.execute(
             f"CREATE FUNCTION {trigger}_fn() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
             f"IF NEW.id = '{charge_id}' AND ({when}) THEN "
-            "RAISE EXCEPTION 'simulated database failure'; END IF; RETURN NEW; END $$"
+            # SQLSTATE 23000 (integrity violation): the same kind of error SQLite's RAISE(ABORT) gives.
+            "RAISE EXCEPTION 'simulated database failure' USING ERRCODE = '23000'; END IF; RETURN NEW; END $$"
+
         )
         self.execute(
             f"CREATE TRIGGER {trigger} BEFORE INSERT ON charges FOR EACH ROW EXECUTE FUNCTION {trigger}_fn()"
