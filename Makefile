@@ -1,11 +1,14 @@
 # The README's commands. Each bootstraps first, so they work on a fresh machine.
-.PHONY: run test unit integration bench lint
+.PHONY: run test demo unit integration bench lint
 
 run:
 	./scripts/run.sh
 
 test:
 	./scripts/test.sh
+
+demo:
+	./scripts/bootstrap.sh && .venv/bin/python -m worker demo
 
 unit:
 	./scripts/bootstrap.sh && .venv/bin/python -m pytest tests/unit
@@ -14,7 +17,7 @@ integration:
 	./scripts/bootstrap.sh && .venv/bin/python -m pytest tests/integration
 
 bench:
-	./scripts/bootstrap.sh && .venv/bin/python tests/bench/receiver_bench.py
+	./scripts/bootstrap.sh && .venv/bin/python tests/bench/receiver_bench.py && .venv/bin/python tests/bench/reconcile_bench.py
 
 lint:
 	./scripts/bootstrap.sh && .venv/bin/ruff check .
