@@ -142,7 +142,7 @@ def test_when_the_database_is_down_stripe_gets_503_so_it_retries_and_nothing_is_
     def unavailable(*_args, **_kwargs):
         raise OperationalError("INSERT", {}, Exception("could not connect to server"))
 
-    monkeypatch.setattr("worker.intake.store_event", unavailable)
+    monkeypatch.setattr("worker.event_writer.EventWriter._store", unavailable)
     app = create_app(db=db, enqueue=queue, secrets=[TEST_SECRET])
     body, headers = signed(event("charge.succeeded", charge()))
     response = TestClient(app).post("/webhooks/stripe", content=body, headers=headers)
