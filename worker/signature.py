@@ -12,7 +12,6 @@ import hmac
 import re
 import time
 
-
 _HEX_SIGNATURE = re.compile(r"[0-9a-f]{64}")
 
 

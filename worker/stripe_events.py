@@ -17,6 +17,10 @@ class NotAStripeEvent(ValueError):
     """The body parsed, but it is not something Stripe sends as a webhook event."""
 
 
+class InvalidJSON(NotAStripeEvent):
+    """The body is not JSON at all (counted apart from well-formed JSON that is not an event)."""
+
+
 @dataclass(frozen=True)
 class ParsedEvent:
     id: str
@@ -33,7 +37,7 @@ def parse_event(body: bytes | str) -> ParsedEvent:
     try:
         document = json.loads(body)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise NotAStripeEvent("body is not valid JSON") from exc
+        raise InvalidJSON("body is not valid JSON") from exc
     return event_from_dict(document)
 
 

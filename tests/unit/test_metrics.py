@@ -1,0 +1,226 @@
+"""`GET /metrics`: webhook counters from the receiver, processing figures from the event log and Redis."""
+
+import json
+import time
+from datetime import timedelta
+
+from sqlalchemy.exc import OperationalError
+from starlette.testclient import TestClient
+
+from models import Event
+from models.types import utcnow
+from tests.sales_scenarios import funnel_purchase
+from tests.stripe_fixtures import TEST_SECRET, charge, event, signed
+from tests.unit.test_receiver import RecordingQueue
+from worker import metrics
+from worker.signature import sign
+from worker.web import create_app
+
+TOKEN = "cf-token-0123456789abcdef"
+WEBHOOKS = "stripe_worker_webhooks_total"
+
+
+def make_client(db, queue_depths=lambda: {"alerts": 0, "events": 3}):
+    app = create_app(
+        db=db,
+        enqueue=RecordingQueue(),
+        secrets=[TEST_SECRET],
+        max_body_bytes=64 * 1024,
+        funnel_token=TOKEN,
+        queue_depths=queue_depths,
+    )
+    return TestClient(app)
+
+
+def scrape(client) -> dict[str, float]:
+    """Every sample on /metrics, by its name and labels exactly as printed."""
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == metrics.CONTENT_TYPE
+    samples = {}
+    for line in response.text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples
+
+
+def webhooks(endpoint: str, outcome: str, reason: str = "") -> str:
+    labels = f'endpoint="{endpoint}",outcome="{outcome}"' + (f',reason="{reason}"' if reason else "")
+    return f"{WEBHOOKS}{{{labels}}}"
+
+
+def add_event(db, event_id, status, *, age, event_type="charge.succeeded", took=None):
+    received = utcnow() - timedelta(seconds=age)
+    with db.session() as session:
+        session.add(
+            Event(
+                id=event_id,
+                type=event_type,
+                payload="{}",
+                status=status,
+                received_at=received,
+                processed_at=received + timedelta(seconds=took) if took is not None else None,
+            )
+        )
+
+
+def test_accepted_duplicate_and_rejected_webhooks_are_counted_by_endpoint_outcome_and_reason(db):
+    client = make_client(db)
+    first, headers = signed(event("charge.succeeded", charge(), event_id="evt_m1"))
+    second, second_headers = signed(event("charge.refunded", charge(), event_id="evt_m2"))
+    stale, stale_headers = signed(event("charge.succeeded", charge()), timestamp=int(time.time()) - 400)
+    not_event = json.dumps({"object": "charge", "id": "ch_1"}).encode()
+    huge, huge_headers = signed(event("charge.succeeded", charge(description="x" * 70_000)))
+
+    for body, sent_headers in [
+        (first, headers),
+        (first, headers),  # Stripe delivering the same event again
+        (second, second_headers),
+        (first, {"Stripe-Signature": sign(first, "whsec_someone_else")}),
+        (first, {}),
+        (stale, stale_headers),
+        (b"{oops", {"Stripe-Signature": sign(b"{oops", TEST_SECRET)}),
+        (not_event, {"Stripe-Signature": sign(not_event, TEST_SECRET)}),
+        (huge, huge_headers),
+    ]:
+        client.post("/webhooks/stripe", content=body, headers=sent_headers)
+    client.post(f"/webhooks/funnel/{TOKEN}", json=funnel_purchase())
+    client.post("/webhooks/funnel/wrong-token-0123456789", json=funnel_purchase())
+    client.post(f"/webhooks/funnel/{TOKEN}", content=b"{not json")
+
+    samples = scrape(client)
+    assert samples[webhooks("stripe", "accepted")] == 2
+    assert samples[webhooks("stripe", "duplicate")] == 1
+    assert samples[webhooks("stripe", "rejected", "bad_signature")] == 2
+    assert samples[webhooks("stripe", "rejected", "stale_timestamp")] == 1
+    assert samples[webhooks("stripe", "rejected", "malformed")] == 1
+    assert samples[webhooks("stripe", "rejected", "not_an_event")] == 1
+    assert samples[webhooks("stripe", "rejected", "too_large")] == 1
+    assert samples[webhooks("stripe", "rejected", "db_unavailable")] == 0
+    assert samples[webhooks("funnel", "accepted")] == 1
+    assert samples[webhooks("funnel", "rejected", "bad_token")] == 1
+    assert samples[webhooks("funnel", "rejected", "malformed")] == 1
+
+
+def test_a_webhook_refused_because_the_database_is_down_is_counted_as_db_unavailable(db, monkeypatch):
+    def unavailable(*_args, **_kwargs):
+        raise OperationalError("INSERT", {}, Exception("could not connect to server"))
+
+    monkeypatch.setattr("worker.event_writer.EventWriter._store", unavailable)
+    client = make_client(db)
+    body, headers = signed(event("charge.succeeded", charge()))
+    assert client.post("/webhooks/stripe", content=body, headers=headers).status_code == 503
+    assert scrape(client)[webhooks("stripe", "rejected", "db_unavailable")] == 1
+
+
+def test_open_events_and_the_age_of_the_oldest_unprocessed_one_come_from_the_event_log(db):
+    add_event(db, "evt_waiting", "received", age=600)
+    add_event(db, "evt_retrying", "failed", age=120, event_type="charge.refunded")
+    add_event(db, "evt_given_up", "dead", age=7200)  # waits for a person, not a worker: not in the age
+    add_event(db, "evt_finished", "done", age=9000, took=1)
+    samples = scrape(make_client(db))
+    assert 600 <= samples["stripe_worker_oldest_unprocessed_event_age_seconds"] < 660
+    assert samples['stripe_worker_events_open{status="received",type="charge.succeeded"}'] == 1
+    assert samples['stripe_worker_events_open{status="failed",type="charge.refunded"}'] == 1
+    assert samples['stripe_worker_events_open{status="dead",type="charge.succeeded"}'] == 1
+    assert not any(name.startswith("stripe_worker_events_open") and "done" in name for name in samples)
+    assert samples["stripe_worker_database_up"] == 1
+
+
+def test_with_nothing_waiting_the_oldest_unprocessed_age_is_zero(db):
+    add_event(db, "evt_finished", "done", age=30, took=1)
+    assert scrape(make_client(db))["stripe_worker_oldest_unprocessed_event_age_seconds"] == 0
+
+
+def test_the_last_hour_shows_events_by_status_and_type_with_their_received_to_done_delay(db):
+    for number, took in enumerate([2, 4, 30]):
+        add_event(db, f"evt_recent{number}", "done", age=1200, took=took)
+    add_event(db, "evt_recent_failure", "dead", age=600, event_type="charge.refunded")
+    add_event(db, "evt_no_handler", "ignored", age=60, event_type="customer.created")
+    add_event(db, "evt_yesterday", "done", age=86_400, took=500)  # outside the hour: in no figure
+    samples = scrape(make_client(db))
+    recent = "stripe_worker_events_received_last_hour"
+    assert samples[f'{recent}{{status="done",type="charge.succeeded"}}'] == 3
+    assert samples[f'{recent}{{status="dead",type="charge.refunded"}}'] == 1
+    assert samples[f'{recent}{{status="ignored",type="customer.created"}}'] == 1
+    delay = "stripe_worker_processing_delay_seconds"
+    assert samples[f'{delay}{{quantile="0.5"}}'] == 4
+    assert samples[f'{delay}{{quantile="0.9"}}'] == 30
+    assert samples[f'{delay}{{quantile="1"}}'] == 30
+
+
+def test_an_event_processed_by_a_worker_shows_as_done_although_the_web_process_never_saw_it(
+    db, stub_broker, stub_worker, worker_db
+):
+    from worker.actors import process_event
+
+    client = make_client(db)
+    body, headers = signed(event("charge.succeeded", charge("ch_metrics"), event_id="evt_worked"))
+    client.post("/webhooks/stripe", content=body, headers=headers)
+    assert scrape(client)['stripe_worker_events_open{status="received",type="charge.succeeded"}'] == 1
+
+    process_event.send("evt_worked", "")
+    stub_broker.join(process_event.queue_name, fail_fast=True)
+    stub_worker.join()
+
+    samples = scrape(client)
+    assert samples['stripe_worker_events_received_last_hour{status="done",type="charge.succeeded"}'] == 1
+    assert not any(name.startswith("stripe_worker_events_open") for name in samples)
+    assert samples["stripe_worker_oldest_unprocessed_event_age_seconds"] == 0
+
+
+def test_queue_depth_is_shown_per_queue_while_redis_answers(db):
+    samples = scrape(make_client(db))
+    assert samples["stripe_worker_redis_up"] == 1
+    assert samples['stripe_worker_queue_depth{queue="events"}'] == 3
+    assert samples['stripe_worker_queue_depth{queue="alerts"}'] == 0
+
+
+def test_with_redis_down_metrics_still_answer_with_redis_up_0_and_no_queue_depth(db):
+    def redis_down():
+        raise ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    client = make_client(db, queue_depths=redis_down)
+    body, headers = signed(event("charge.succeeded", charge()))
+    client.post("/webhooks/stripe", content=body, headers=headers)
+    samples = scrape(client)
+    assert samples["stripe_worker_redis_up"] == 0
+    assert not any(name.startswith("stripe_worker_queue_depth") for name in samples)
+    assert samples[webhooks("stripe", "accepted")] == 1
+    assert samples["stripe_worker_database_up"] == 1
+
+
+def test_with_the_database_down_metrics_still_answer_with_the_webhook_counters_and_database_up_0(
+    db, monkeypatch
+):
+    def unavailable(*_args, **_kwargs):
+        raise OperationalError("SELECT", {}, Exception("could not connect to server"))
+
+    client = make_client(db)
+    client.post("/webhooks/funnel/wrong-token-0123456789", json=funnel_purchase())
+    monkeypatch.setattr("worker.event_stats.read_stats", unavailable)
+    samples = scrape(client)
+    assert samples["stripe_worker_database_up"] == 0
+    assert samples[webhooks("funnel", "rejected", "bad_token")] == 1
+    assert "stripe_worker_oldest_unprocessed_event_age_seconds" not in samples
+
+
+def test_metrics_never_show_a_secret_even_one_that_arrived_as_an_event_type(db):
+    add_event(db, "evt_odd", "received", age=5, event_type="sk_live_abcdef123456.leaked")
+    client = make_client(db)
+    body, headers = signed(event("charge.succeeded", charge()))
+    client.post("/webhooks/stripe", content=body, headers=headers)
+    client.post(f"/webhooks/funnel/{TOKEN}", json=funnel_purchase())
+    text = client.get("/metrics").text
+    for secret in (TEST_SECRET, TOKEN, "sk_live_abcdef123456", "whsec_"):
+        assert secret not in text
+
+
+def test_every_metric_has_help_and_type_and_label_values_are_escaped():
+    family = metrics.Family("example", "gauge", "An example.", [({"type": 'a"b\\c\nd'}, 1.5)])
+    assert metrics.render([family]).splitlines() == [
+        "# HELP stripe_worker_example An example.",
+        "# TYPE stripe_worker_example gauge",
+        'stripe_worker_example{type="a\\"b\\\\c\\nd"} 1.5',
+    ]
