@@ -568,7 +568,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_reconcile)
 
+    p = sub.add_parser("doctor", help="check settings, database, Redis and the Stripe key; say what is wrong")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("notes", help="the refund history on a customer's record")
+
     p.add_argument("email", metavar="EMAIL")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_notes)
@@ -594,7 +598,13 @@ def main(argv: list[str] | None = None) -> int:
     from worker.logs import configure_logging
 
     args = build_parser().parse_args(argv)
+    if args.command == "doctor":
+        # Before the settings are loaded: invalid settings are one of the things it reports.
+        from worker import doctor
+
+        return doctor.main(args.json)
     settings = get_settings()
+
     configure_logging(settings.log_level, settings.log_format, settings.secret_values())
     from worker import runtime
 

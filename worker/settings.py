@@ -63,7 +63,9 @@ class Settings(BaseSettings):
     # Sweeper (clock process)
     sweep_interval_seconds: int = Field(default=60, ge=1)
     sweep_received_grace_seconds: int = Field(default=30, ge=0)
-    sweep_processing_stale_seconds: int = Field(default=900, ge=1)
+    # Longer than the longest handler run (~3 min with the default Stripe timeout and retries).
+    sweep_processing_stale_seconds: int = Field(default=300, ge=1)
+
     sweep_failed_stale_seconds: int = Field(default=1800, ge=1)
 
     log_level: str = "INFO"

@@ -69,12 +69,25 @@ def _retry_after_seconds(error: BaseException | None) -> float | None:
         return None
 
 
+def _retryable_within(max_backoff: float) -> Callable[[BaseException], bool]:
+    """Retry in-process only when Stripe's Retry-After fits our cap; a longer wait is left to
+    Dramatiq's backoff (the event is retried later) rather than retried sooner than Stripe asked."""
+
+    def predicate(error: BaseException) -> bool:
+        retry_after = _retry_after_seconds(error)
+        return is_retryable(error) and (retry_after is None or retry_after <= max_backoff)
+
+    return predicate
+
+
 def _backoff(max_backoff: float) -> Callable[[RetryCallState], float]:
+
     def wait(state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
         retry_after = _retry_after_seconds(error)
         if retry_after is not None:
-            return min(retry_after, max_backoff)
+            return retry_after  # at most max_backoff: longer waits are not retried here
+
         # Full jitter: spread many workers' retries so they do not hit the rate limit together.
         return random.uniform(0, min(max_backoff, 0.5 * 2 ** (state.attempt_number - 1)))
 
@@ -93,7 +106,7 @@ def _log_retry(state: RetryCallState) -> None:
 def call(settings: Settings, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run one Stripe request with bounded retries; the last error is raised as it came."""
     retrying = _Retrying(
-        retry=retry_if_exception(is_retryable),
+        retry=retry_if_exception(_retryable_within(settings.stripe_max_backoff_seconds)),
         stop=stop_after_attempt(settings.stripe_max_attempts),
         wait=_backoff(settings.stripe_max_backoff_seconds),
         before_sleep=_log_retry,

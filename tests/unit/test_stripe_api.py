@@ -93,20 +93,23 @@ def test_client_errors_such_as_a_missing_object_are_not_retried(settings):
     assert route.call_count == 1
 
 
-def test_retry_after_is_honoured_up_to_the_backoff_cap(settings, monkeypatch):
+def test_retry_after_is_honoured_and_a_longer_wait_than_the_cap_is_left_to_the_event_retry(
+    settings, monkeypatch
+):
     waits = []
     monkeypatch.setattr("tenacity.nap.time.sleep", waits.append)
     capped = settings.model_copy(update={"stripe_max_backoff_seconds": 2.0})
     with respx.mock:
-        respx.get(f"{BASE}/v1/events/evt_api").mock(
+        route = respx.get(f"{BASE}/v1/events/evt_api").mock(
             side_effect=[
                 error(429, "rate_limit_error", {"Retry-After": "1.5"}),
                 error(429, "rate_limit_error", {"Retry-After": "60"}),
                 httpx.Response(200, json=EVENT),
             ]
         )
-        stripe_api.retrieve_event(capped, stripe_api.make_client(capped), "evt_api")
-    assert waits == [1.5, 2.0]
+        with pytest.raises(stripe.RateLimitError):
+            stripe_api.retrieve_event(capped, stripe_api.make_client(capped), "evt_api")
+    assert waits == [1.5] and route.call_count == 2
 
 
 def test_a_missing_api_key_is_a_clear_error():
