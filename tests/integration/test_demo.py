@@ -12,10 +12,10 @@ pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed"),
     pytest.mark.skipif(
-        bool(os.environ.get("TEST_DATABASE_URL")), reason="the demo always runs on the embedded SQLite default"
+        bool(os.environ.get("TEST_DATABASE_URL")),
+        reason="the demo always runs on the embedded SQLite default",
     ),
 ]
-
 
 
 def test_the_demo_shows_all_installments_the_refund_notes_and_exactly_one_access_alert(tmp_path):
