@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     webhook_tolerance_seconds: int = Field(default=300, ge=1)
     webhook_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     dev_mode: bool = False
+    # When set, GET /metrics needs `Authorization: Bearer <token>` (the figures reveal sales volume).
+    metrics_token: SecretStr | None = None
 
     # Processing
     event_max_attempts: int = Field(default=10, ge=1)
@@ -86,7 +88,12 @@ class Settings(BaseSettings):
     def secret_values(self) -> list[str]:
         """Every configured secret, so log and error output can be scrubbed of them."""
         values = list(self.webhook_secrets())
-        for secret in (self.stripe_api_key, self.funnel_webhook_token, self.alert_webhook_url):
+        for secret in (
+            self.stripe_api_key,
+            self.funnel_webhook_token,
+            self.alert_webhook_url,
+            self.metrics_token,
+        ):
             if secret is not None:
                 values.append(secret.get_secret_value())
         return [v for v in values if len(v) >= 6]

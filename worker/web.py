@@ -116,6 +116,7 @@ def create_app(
     funnel_token: str | None = None,
     queue_depths: metrics.QueueDepths | None = None,
     enqueue_many=None,
+    metrics_token: str | None = None,
 ) -> _StripeFastPath:
     """The receiver. Refuses to exist without at least one webhook secret: verification is never off.
 
@@ -123,7 +124,9 @@ def create_app(
     `/readyz` answers 503 when a `readiness_checks` dependency is down; `reported_checks` (Redis) are
     shown but do not make it 503: without Redis the receiver still accepts and stores events safely,
     and a platform that took it out of rotation would only delay them.
-    `/metrics` shows queue depths (and `redis_up`) only when `queue_depths` is given.
+    `/metrics` shows queue depths (and `redis_up`) only when `queue_depths` is given, and asks for
+    `metrics_token` as a bearer token when one is set (its figures reveal sales volume).
+
     """
     if not secrets:
         raise MissingWebhookSecret()
@@ -212,7 +215,11 @@ def create_app(
         )
         return JSONResponse(results, status_code=200 if ready else 503)
 
-    async def metrics_page(_: Request) -> Response:
+    async def metrics_page(request: Request) -> Response:
+        if metrics_token is not None:
+            given = request.headers.get("authorization", "").removeprefix("Bearer ")
+            if not hmac.compare_digest(given.encode(), metrics_token.encode()):
+                return _error(401, "metrics need Authorization: Bearer <METRICS_TOKEN>")
         text = await run_in_threadpool(metrics.scrape, webhooks, db, queue_depths)
         return Response(text, media_type=metrics.CONTENT_TYPE)
 
@@ -242,6 +249,7 @@ def app_from_settings() -> _StripeFastPath:
         db=db,
         enqueue=lambda event_id, account: actors.process_event.send(event_id, account),
         enqueue_many=lambda keys: broker_module.enqueue_many(actors.broker, actors.process_event, keys),
+        metrics_token=settings.metrics_token.get_secret_value() if settings.metrics_token else None,
         secrets=webhook_secrets(settings),
         tolerance_seconds=settings.webhook_tolerance_seconds,
         max_body_bytes=settings.webhook_max_body_bytes,

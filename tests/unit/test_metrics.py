@@ -224,3 +224,18 @@ def test_every_metric_has_help_and_type_and_label_values_are_escaped():
         "# TYPE stripe_worker_example gauge",
         'stripe_worker_example{type="a\\"b\\\\c\\nd"} 1.5',
     ]
+
+
+def test_with_a_metrics_token_the_page_needs_it_as_a_bearer_token(db):
+    from starlette.testclient import TestClient
+
+    from tests.stripe_fixtures import TEST_SECRET
+    from worker.web import create_app
+
+    app = create_app(db=db, enqueue=lambda *_: None, secrets=[TEST_SECRET], metrics_token="metrics-token-abc")
+    client = TestClient(app)
+    refused = client.get("/metrics")
+    assert refused.status_code == 401 and "metrics-token-abc" not in refused.text
+    assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    allowed = client.get("/metrics", headers={"Authorization": "Bearer metrics-token-abc"})
+    assert allowed.status_code == 200 and "stripe_worker_webhooks_total" in allowed.text
