@@ -18,9 +18,8 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from handlers import handler_for
 from models import Database, EventStatus
-from worker.intake import Enqueue
+from worker.intake import Enqueue, initial_status
 from worker.stripe_events import ParsedEvent
 
 log = logging.getLogger(__name__)
@@ -141,7 +140,7 @@ class EventWriter:
     @staticmethod
     def _row(pending: _Pending, now: datetime) -> tuple:
         event = pending.event
-        status = EventStatus.RECEIVED if handler_for(event.type) is not None else EventStatus.IGNORED
+        status = initial_status(event.type)
         created = datetime.fromtimestamp(event.created, UTC).replace(tzinfo=None)
         return (
             event.id,
@@ -167,7 +166,7 @@ class EventWriter:
         keys = [
             (pending.event.id, pending.event.account)
             for pending, new in zip(batch, results, strict=True)
-            if new and handler_for(pending.event.type) is not None
+            if new and initial_status(pending.event.type) == EventStatus.RECEIVED
         ]
         if not keys:
             return

@@ -1,9 +1,8 @@
-"""Storing an accepted event and handing it to the queue: the receiver's one piece of real work."""
+"""Turning an accepted request into an event-log entry (Stripe events and funnel purchases)."""
 
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Callable
 
@@ -13,14 +12,20 @@ from models import Database, Event, EventStatus, insert_ignore
 from models.types import from_unix, utcnow
 from worker.stripe_events import ParsedEvent
 
-log = logging.getLogger(__name__)
-
 Enqueue = Callable[[str, str], None]
 
 
+def initial_status(event_type: str) -> EventStatus:
+    """`received` when a handler will apply it; `ignored` (kept, answered 200, never enqueued) otherwise."""
+    return EventStatus.RECEIVED if handler_for(event_type) is not None else EventStatus.IGNORED
+
+
 def store_event(db: Database, event: ParsedEvent, raw_payload: str) -> tuple[bool, str]:
-    """Insert the event row (a duplicate id is a no-op); return (whether it was new, its status)."""
-    status = EventStatus.RECEIVED if handler_for(event.type) is not None else EventStatus.IGNORED
+    """Insert the event row (a duplicate id is a no-op); return (whether it was new, its status).
+
+    The receiver stores through `worker.event_writer` (batched); this is for replay and tests.
+    """
+    status = initial_status(event.type)
     now = utcnow()
     with db.session() as session:
         new = insert_ignore(
@@ -41,27 +46,6 @@ def store_event(db: Database, event: ParsedEvent, raw_payload: str) -> tuple[boo
             },
         )
     return new, status
-
-
-def accept_event(db: Database, enqueue: Enqueue, event: ParsedEvent, raw_payload: str) -> tuple[bool, bool]:
-    """Store, commit, then enqueue by id. Returns (new, enqueued).
-
-    A failed enqueue is logged, not raised: the row is committed, so Stripe gets its 200 and the
-    sweeper enqueues the event once Redis is back.
-    """
-    new, status = store_event(db, event, raw_payload)
-    if not new or status != EventStatus.RECEIVED:
-        return new, False
-    try:
-        enqueue(event.id, event.account)
-    except Exception as exc:
-        log.warning(
-            "event stored but not enqueued (%s); the sweeper will enqueue it",
-            type(exc).__name__,
-            extra={"event_id": event.id, "event_type": event.type},
-        )
-        return new, False
-    return new, True
 
 
 def funnel_event(body: bytes) -> tuple[ParsedEvent, str]:
