@@ -28,3 +28,15 @@ def optional_str(obj: dict[str, Any], name: str, max_length: int = 255) -> str |
     if isinstance(value, str) and value:
         return value[:max_length]
     return None
+
+
+def minor_units(obj: dict[str, Any], name: str, *, default: int | None = None) -> int:
+    """An amount in minor units: a whole, non-negative number Stripe could have sent (never 1.5)."""
+    from handlers.money import MAX_MINOR
+
+    value = obj.get(name, default) if default is not None else obj.get(name)
+    if value is None and default is not None:
+        value = default
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_MINOR:
+        raise UnprocessableEvent(f"{obj.get('object', 'object')} field {name!r} is missing or malformed")
+    return value

@@ -163,7 +163,15 @@ def funnel_event_type(payload: Any) -> str:
     """`funnel.purchase.<event>` ("created", "updated", ...); "updated" when the body names none."""
     event = payload.get("event") if isinstance(payload, dict) else None
     name = re.sub(r"[^a-z0-9_]+", "_", event.lower()).strip("_")[:40] if isinstance(event, str) else ""
-    return f"funnel.purchase.{name or 'updated'}"
+    # A closed set: the body is unsigned, and event types become metric labels and log fields.
+    if name not in KNOWN_FUNNEL_EVENTS:
+        name = "other" if name else "updated"
+    return f"funnel.purchase.{name}"
+
+
+KNOWN_FUNNEL_EVENTS = frozenset(
+    {"created", "updated", "deleted", "paid", "refunded", "canceled", "cancelled"}
+)
 
 
 def _unwrap(payload: Any) -> dict[str, Any]:

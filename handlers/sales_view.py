@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlmodel import Session, select
@@ -19,7 +19,11 @@ from sqlmodel import Session, select
 from models import Charge, FunnelPurchase, Invoice, InvoicePayment, Refund
 from models.types import iso
 
+# Sorts before every real time; aware, like every datetime the models hand back.
+EARLIEST = datetime.min.replace(tzinfo=UTC)
+
 # Refund statuses that take money back (or will); failed and canceled ones do not.
+
 COUNTED_REFUND_STATUSES = {"succeeded", "pending", "requires_action", None}
 
 
@@ -172,7 +176,7 @@ def build_sales_view(
     rows.extend(_funnel_only_rows(purchases, recorded_by_funnel, rows))
     _number_installments(rows)
     rows.sort(
-        key=lambda r: (r.paid_at is None, r.paid_at or datetime.min, r.charge_id or r.payment_intent_id or "")
+        key=lambda r: (r.paid_at is None, r.paid_at or EARLIEST, r.charge_id or r.payment_intent_id or "")
     )
     return rows
 
@@ -231,7 +235,7 @@ def _number_installments(rows: list[SaleRow]) -> None:
             by_subscription[row.subscription_id].append(row)
     for group in by_subscription.values():
         # The funnel's own record of the first payment sorts first on a tie: it is payment 1.
-        group.sort(key=lambda r: (r.paid_at or datetime.min, r.found_by != "funnel", r.charge_id or ""))
+        group.sort(key=lambda r: (r.paid_at or EARLIEST, r.found_by != "funnel", r.charge_id or ""))
         for number, row in enumerate(group, start=1):
             row.installment = number
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from handlers.fields import object_id, optional_str, required
+from handlers.fields import minor_units, object_id, optional_str, required
 from handlers.funnel import normalise_email
 from models.types import from_unix
 
@@ -60,7 +60,7 @@ def invoice_facts(invoice: dict[str, Any], *, account: str, version: int) -> dic
         "customer_email": normalise_email(invoice.get("customer_email")),
         "billing_reason": optional_str(invoice, "billing_reason", 64),
         "status": optional_str(invoice, "status", 32),
-        "amount_paid": invoice.get("amount_paid") or 0,
+        "amount_paid": minor_units(invoice, "amount_paid", default=0),
         "currency": required(invoice, "currency", str).lower(),
         "product": optional_str(line, "description", 1000) or optional_str(invoice, "description", 1000),
         "price_id": object_id(price),
@@ -111,8 +111,8 @@ def charge_facts(
     return {
         "id": required(charge, "id", str),
         "account": account,
-        "amount": required(charge, "amount", int),
-        "amount_refunded": charge.get("amount_refunded") or 0,
+        "amount": minor_units(charge, "amount"),
+        "amount_refunded": minor_units(charge, "amount_refunded", default=0),
         "currency": required(charge, "currency", str).lower(),
         "status": required(charge, "status", str),
         "paid": bool(charge.get("paid")),
@@ -137,7 +137,7 @@ def refund_facts(
         "account": account,
         "charge": object_id(refund.get("charge")),
         "payment_intent": object_id(refund.get("payment_intent")),
-        "amount": required(refund, "amount", int),
+        "amount": minor_units(refund, "amount"),
         "currency": required(refund, "currency", str).lower(),
         "status": optional_str(refund, "status", 32),
         "reason": optional_str(refund, "reason", 64),

@@ -11,7 +11,6 @@ requests. Under load a batch holds many events for one fsync; when idle a batch 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import queue
 import threading
@@ -64,7 +63,6 @@ class EventWriter:
         self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
-        self._connection = None
         placeholder = "%s" if db.dialect == "postgresql" else "?"
         self._insert = (
             f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES ({', '.join([placeholder] * len(_COLUMNS))}) "
@@ -98,30 +96,28 @@ class EventWriter:
                 results = self._store(batch)
             except Exception as exc:
                 log.error("database unavailable, %d event(s) not stored (%s)", len(batch), type(exc).__name__)
-                self._reset_connection()
                 self._settle(batch, error=DatabaseUnavailable(str(type(exc).__name__)))
                 continue
             self._enqueue_new(batch, results)
             self._settle(batch, results=results)
 
     def _store(self, batch: list[_Pending]) -> list[bool]:
-        if self._connection is None:
-            self._connection = self.db.engine.raw_connection()
-            if self.db.dialect == "sqlite":
-                # Stripe waits for our answer; a database locked for longer than this gets a 503
-                # (Stripe retries) rather than holding its request for the default 30 s.
-                self._connection.cursor().execute(f"PRAGMA busy_timeout = {RECEIVER_BUSY_TIMEOUT_MS}")
-
-        connection = self._connection
-        cursor = connection.cursor()
+        # Rows first, outside the transaction: nothing about one event can then fail the others.
+        now = datetime.now(UTC).replace(tzinfo=None)  # stored as naive UTC, like UTCDateTime does
+        rows = [self._row(pending, now) for pending in batch]
         sqlite = self.db.dialect == "sqlite"
+        # One pooled connection per batch, given back after: the writer holds none while idle.
+        connection = self.db.engine.raw_connection()
+        cursor = connection.cursor()
         try:
             if sqlite:
+                # Stripe waits for our answer: a database locked for longer than this gets a 503
+                # (Stripe retries) rather than holding its request for the pool's default 30 s.
+                cursor.execute(f"PRAGMA busy_timeout = {RECEIVER_BUSY_TIMEOUT_MS}")
                 cursor.execute("BEGIN IMMEDIATE")  # the connection is in autocommit mode (models/db.py)
-            now = datetime.now(UTC).replace(tzinfo=None)  # stored as naive UTC, like UTCDateTime does
             results = []
-            for pending in batch:
-                cursor.execute(self._insert, self._row(pending, now))
+            for row in rows:
+                cursor.execute(self._insert, row)
                 results.append(cursor.rowcount == 1)
             if sqlite:
                 cursor.execute("COMMIT")
@@ -129,13 +125,15 @@ class EventWriter:
                 connection.commit()
             return results
         except BaseException:
-            # If the connection itself is broken this fails too; _reset_connection replaces it.
-            with contextlib.suppress(Exception):
+            # If the connection itself is broken, rolling back fails too: drop it from the pool.
+            try:
                 cursor.execute("ROLLBACK") if sqlite else connection.rollback()
+            except Exception:
+                connection.invalidate()
             raise
-
         finally:
             cursor.close()
+            connection.close()
 
     @staticmethod
     def _row(pending: _Pending, now: datetime) -> tuple:
@@ -155,12 +153,6 @@ class EventWriter:
             now,
             now,
         )
-
-    def _reset_connection(self) -> None:
-        if self._connection is not None:
-            with contextlib.suppress(Exception):
-                self._connection.invalidate()
-            self._connection = None
 
     def _enqueue_new(self, batch: list[_Pending], results: list[bool]) -> None:
         keys = [

@@ -10,7 +10,7 @@ from handlers import handler_for
 from handlers.funnel import FunnelPayloadError, funnel_event_id, funnel_event_type, purchase_rows
 from models import Database, Event, EventStatus, insert_ignore
 from models.types import from_unix, utcnow
-from worker.stripe_events import ParsedEvent
+from worker.stripe_events import NotAStripeEvent, ParsedEvent, check_storable, decode_body
 
 Enqueue = Callable[[str, str], None]
 
@@ -55,10 +55,16 @@ def funnel_event(body: bytes) -> tuple[ParsedEvent, str]:
     stored wrapped in an event envelope so the actors, `events` and `replay` treat it like any other.
     """
     try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        text = decode_body(body)
+        payload = json.loads(text)
+        check_storable(text, payload, allow_nul=True)  # purchase_rows strips control characters
+
+    except NotAStripeEvent as exc:
+        raise FunnelPayloadError(str(exc)) from exc
+    except (ValueError, RecursionError) as exc:
         raise FunnelPayloadError("body is not valid JSON") from exc
     purchase_rows(payload)
+
     event = ParsedEvent(
         id=funnel_event_id(body),
         account="",
@@ -76,4 +82,8 @@ def funnel_event(body: bytes) -> tuple[ParsedEvent, str]:
         "created": event.created,
         "data": event.data,
     }
-    return event, json.dumps(envelope)
+    try:
+        return event, json.dumps(envelope)
+    except RecursionError as exc:
+        # The envelope adds three levels: a body just under the parser's limit would otherwise be a 500.
+        raise FunnelPayloadError("body is nested too deeply") from exc

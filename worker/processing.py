@@ -24,6 +24,12 @@ from worker.logs import redact
 log = logging.getLogger(__name__)
 
 
+# Raised by a handler reading a payload of the wrong shape (a list where an object belongs, a number
+# out of range, text no database takes): the same payload fails the same way every time, so the event
+# is dead at once, with the error, rather than retried for an hour. Replay re-runs it after a fix.
+PAYLOAD_SHAPE_ERRORS = (TypeError, AttributeError, KeyError, ValueError, OverflowError)
+
+
 class EventGaveUp(Exception):
     """The event is now `dead`: out of attempts or unprocessable. Dramatiq must not retry it."""
 
@@ -94,7 +100,12 @@ def process_event(
             event.last_error = event.last_traceback = None
             status = event.status
     except Exception as exc:
+        if isinstance(exc, PAYLOAD_SHAPE_ERRORS) and not isinstance(exc, UnprocessableEvent):
+            shape_error = exc
+            exc = UnprocessableEvent(f"payload of an unexpected shape ({type(exc).__name__}: {exc})")
+            exc.__cause__ = shape_error
         gave_up = isinstance(exc, UnprocessableEvent) or attempt >= max_attempts
+
         _record_failure(db, key, exc, dead=gave_up)
         log.warning("event failed: %s", redact(f"{type(exc).__name__}: {exc}"), extra=context)
         if gave_up:

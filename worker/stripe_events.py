@@ -7,10 +7,15 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-_EVENT_ID = re.compile(r"^evt_[A-Za-z0-9_]{1,250}$")
-_EVENT_TYPE = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+){1,5}$")
-_ACCOUNT_ID = re.compile(r"^acct_[A-Za-z0-9]{1,250}$")
-_API_VERSION = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(\.[a-z]+)?$")
+# Matched with fullmatch: `$` alone would also accept a trailing newline ("evt_x\n").
+_EVENT_ID = re.compile(r"evt_[A-Za-z0-9_]{1,250}")
+_EVENT_TYPE = re.compile(r"[a-z0-9_]+(\.[a-z0-9_]+){1,5}")
+_ACCOUNT_ID = re.compile(r"acct_[A-Za-z0-9]{1,250}")
+_API_VERSION = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(\.[a-z]+)?")
+# A JSON escape for a UTF-16 surrogate (valid only in pairs) or for NUL, which PostgreSQL text refuses.
+_SUSPECT_ESCAPE = re.compile(r"\\u(?:[dD][89a-fA-F][0-9a-fA-F]{2}|0000)")
+# Stripe's `created` is a Unix time; anything past year 2100 is not one we can store or compare.
+MAX_CREATED = 4_102_444_800
 
 
 class NotAStripeEvent(ValueError):
@@ -32,12 +37,55 @@ class ParsedEvent:
     data: dict[str, Any]
 
 
+def decode_body(body: bytes) -> str:
+    """The body as text: strictly UTF-8, no byte-order mark (what Stripe sends, and what is stored)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidJSON("body is not UTF-8") from exc
+    if text.startswith("\ufeff"):
+        raise InvalidJSON("body starts with a byte-order mark")
+    return text
+
+
+def check_storable(text: str, document: Any, *, allow_nul: bool = False) -> None:
+    """Refuse text no database can store: a lone UTF-16 surrogate, or NUL (PostgreSQL refuses it).
+
+    Only bodies that contain such an escape at all (rare) are looked at closely. `allow_nul` for
+    bodies whose handler strips control characters itself (funnel purchases).
+    """
+    if not _SUSPECT_ESCAPE.search(text):
+        return
+    for value in _strings(document):
+        if "\x00" in value and not allow_nul:
+            raise NotAStripeEvent("body contains a NUL character")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise NotAStripeEvent("body contains an unpaired UTF-16 surrogate") from exc
+
+
+def _strings(value: Any):
+    """Every string in a parsed JSON document, keys included."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
 def parse_event(body: bytes | str) -> ParsedEvent:
     """Parse and check a webhook body; raises NotAStripeEvent with a short reason a caller can show."""
+    text = decode_body(body) if isinstance(body, bytes) else body
     try:
-        document = json.loads(body)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        document = json.loads(text)
+    except (ValueError, RecursionError) as exc:
         raise InvalidJSON("body is not valid JSON") from exc
+    check_storable(text, document)
     return event_from_dict(document)
 
 
@@ -45,22 +93,24 @@ def event_from_dict(document: Any) -> ParsedEvent:
     if not isinstance(document, dict) or document.get("object") != "event":
         raise NotAStripeEvent("body is not a Stripe event object")
     event_id = document.get("id")
-    if not isinstance(event_id, str) or not _EVENT_ID.match(event_id):
+    if not isinstance(event_id, str) or not _EVENT_ID.fullmatch(event_id):
         raise NotAStripeEvent("event id is missing or malformed")
     event_type = document.get("type")
-    if not isinstance(event_type, str) or not _EVENT_TYPE.match(event_type):
+    if not isinstance(event_type, str) or not _EVENT_TYPE.fullmatch(event_type):
         raise NotAStripeEvent("event type is missing or malformed")
     created = document.get("created")
-    if not isinstance(created, int) or isinstance(created, bool) or created < 0:
+    if not isinstance(created, int) or isinstance(created, bool) or not 0 <= created <= MAX_CREATED:
         raise NotAStripeEvent("event created time is missing or malformed")
     data = document.get("data")
     if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
         raise NotAStripeEvent("event data.object is missing")
     account = document.get("account") or ""
-    if account and (not isinstance(account, str) or not _ACCOUNT_ID.match(account)):
+    if account and (not isinstance(account, str) or not _ACCOUNT_ID.fullmatch(account)):
         raise NotAStripeEvent("event account is malformed")
     api_version = document.get("api_version")
-    if api_version is not None and (not isinstance(api_version, str) or not _API_VERSION.match(api_version)):
+    if api_version is not None and (
+        not isinstance(api_version, str) or not _API_VERSION.fullmatch(api_version)
+    ):
         raise NotAStripeEvent("event api_version is malformed")
     livemode = document.get("livemode", False)
     if not isinstance(livemode, bool):

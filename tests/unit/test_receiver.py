@@ -98,13 +98,12 @@ def _bad_requests():
     ]
 
 
-@pytest.mark.parametrize(
-    ("case", "body", "headers", "reason"), _bad_requests(), ids=lambda v: v if isinstance(v, str) else ""
-)
-def test_bad_input_gets_a_400_with_a_short_reason_and_nothing_is_stored_or_enqueued(
-    client, db, queue, case, body, headers, reason
-):
+@pytest.mark.parametrize("case", [bad[0] for bad in _bad_requests()])
+def test_bad_input_gets_a_400_with_a_short_reason_and_nothing_is_stored_or_enqueued(client, db, queue, case):
+    # Built now, not at collection: a timestamp 400 s ahead must still be ahead when it is sent.
+    [(_, body, headers, reason)] = [bad for bad in _bad_requests() if bad[0] == case]
     response = client.post("/webhooks/stripe", content=body, headers=headers)
+
     assert response.status_code == 400, case
     assert reason in response.json()["error"]
     assert stored(db) == []

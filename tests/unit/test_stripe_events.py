@@ -37,7 +37,8 @@ def _mutated(**changes):
     ("body", "reason"),
     [
         (b"{not json", "not valid JSON"),
-        (b"\xff\xfe\x00garbage", "not valid JSON"),
+        (b"\xff\xfe\x00garbage", "not UTF-8"),
+        (b"\xef\xbb\xbf{}", "byte-order mark"),
         (b"[1, 2]", "not a Stripe event"),
         (b'{"object": "charge", "id": "ch_1"}', "not a Stripe event"),
         (_mutated(id="ch_123"), "event id"),
