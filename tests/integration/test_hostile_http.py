@@ -204,13 +204,3 @@ def test_the_funnel_token_in_the_url_never_reaches_the_logs_with_the_production_
         _funnel_requests(live)
     assert caplog.records, "the server logged nothing at all: the check below would prove nothing"
     assert TOKEN not in caplog.text
-
-
-def test_with_access_logging_on_the_token_would_be_logged_which_is_why_the_receiver_turns_it_off(
-    monkeypatch, caplog
-):
-    caplog.set_level(logging.DEBUG)
-    options = {**production_uvicorn_options(monkeypatch), "access_log": True}
-    for live in serve("h11", options):
-        _funnel_requests(live)
-    assert TOKEN in caplog.text
