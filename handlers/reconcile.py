@@ -10,6 +10,7 @@ SQL aggregates for the same reason.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -25,6 +26,8 @@ from handlers.reconcile_report import build_report
 from handlers.stripe_shapes import charge_facts, invoice_facts, invoice_payment_facts, refund_facts
 from models import Charge, Database, Invoice, InvoicePayment, ReconcileRun, Refund, upsert_many
 from models.types import utcnow
+
+log = logging.getLogger(__name__)
 
 OVERLAP = timedelta(hours=48)
 
@@ -116,14 +119,26 @@ def _existing_ids(session, model, ids: list[str]) -> set[str]:
     return set(session.exec(select(model.id).where(model.id.in_(ids))).scalars().all())
 
 
-def _store_page(session, resource: str, objects: list[dict], version: int, counts: Counts) -> None:
-    """Upsert one page and count how many of its objects were new to us."""
+def _stored_values(session, column, ids: list[str]) -> dict[str, Any]:
+    """What is stored now for these ids (before the page's upsert): to tell what the page changes."""
+    model = column.class_
+    return dict(session.exec(select(model.id, column).where(model.id.in_(ids))).all())
+
+
+def _store_page(session, resource: str, objects: list[dict], version: int, counts: Counts) -> list[dict]:
+    """Upsert one page and count how many of its objects were new to us.
+
+    Returns the objects whose customers' records need refreshing: charges and refunds the page adds
+    or changes the refund side of. A second run of the same window changes nothing and so refreshes
+    nobody.
+    """
     now = utcnow()
     if resource == "charges":
         rows = [charge_facts(o, account="", version=version, event_id=None) for o in objects]
         for row in rows:
             row.update(found_by="reconcile", updated_at=now)
-        known = _existing_ids(session, Charge, [r["id"] for r in rows])
+        refunded_before = _stored_values(session, Charge.amount_refunded, [r["id"] for r in rows])
+        known = set(refunded_before)
         upsert_many(
             session,
             Charge,
@@ -139,12 +154,17 @@ def _store_page(session, resource: str, objects: list[dict], version: int, count
                     counts.added_by_currency.get(row["currency"], 0) + row["amount"]
                 )
         counts.add(resource, len(rows), len(rows) - len(known))
-        return
+        return [
+            o
+            for o, r in zip(objects, rows, strict=True)
+            if r["amount_refunded"] and refunded_before.get(r["id"]) != r["amount_refunded"]
+        ]
     if resource == "refunds":
         rows = [refund_facts(o, account="", version=version, event_id=None) for o in objects]
         for row in rows:
             row["updated_at"] = now
-        known = _existing_ids(session, Refund, [r["id"] for r in rows])
+        status_before = _stored_values(session, Refund.status, [r["id"] for r in rows])
+        known = set(status_before)
         upsert_many(
             session,
             Refund,
@@ -155,7 +175,11 @@ def _store_page(session, resource: str, objects: list[dict], version: int, count
         )
 
         counts.add(resource, len(rows), len(rows) - len(known))
-        return
+        return [
+            o
+            for o, r in zip(objects, rows, strict=True)
+            if r["id"] not in known or status_before[r["id"]] != r["status"]
+        ]
     # invoice payments, each with its invoice expanded: the link from a payment to its subscription
     rows = [invoice_payment_facts(o, version=version) for o in objects]
     invoices = {o["invoice"]["id"]: o["invoice"] for o in objects if isinstance(o.get("invoice"), dict)}
@@ -168,10 +192,11 @@ def _store_page(session, resource: str, objects: list[dict], version: int, count
         row["updated_at"] = now
     upsert_many(session, Invoice, invoice_rows, fill_only=INVOICE_FILL_ONLY)
     counts.add(resource, len(rows), len(rows) - len(known))
+    return []
 
 
 def _refresh_refunded_customers(session, resource: str, objects: list[dict]) -> list[int]:
-    """Refunds found by the nightly run get their notes (and alerts) like refunds from webhooks."""
+    """Refunds the nightly run finds (or sees change) get their notes and alerts like webhook ones."""
     if resource == "refunds":
         emails = emails_for_refunds(session, objects)
     elif resource == "charges":
@@ -214,12 +239,16 @@ def reconcile(
                 params["expand"] = list(resource.expand)
             for page in stripe.pages(resource.path, params, starting_after=cursors.get(resource.name)):
                 with db.session() as session:
-                    _store_page(session, resource.name, page, version, counts)
-                    raised = _refresh_refunded_customers(session, resource.name, page)
+                    changed = _store_page(session, resource.name, page, version, counts)
+                    raised = _refresh_refunded_customers(session, resource.name, changed)
                     cursors[resource.name] = page[-1]["id"]
                     save(session)
                 if raised and on_alerts:
-                    on_alerts(raised)
+                    try:
+                        on_alerts(raised)
+                    except Exception as exc:
+                        # Stored already; the clock re-sends undelivered alerts. The run goes on.
+                        log.warning("alerts %s not handed to the sink (%s)", raised, type(exc).__name__)
                 if progress:
                     progress(resource.name, counts.by_resource[resource.name]["seen"])
             cursors[resource.name] = "complete"

@@ -51,6 +51,8 @@ class Invoice(SQLModel, table=True):
         Index("ix_invoices_subscription_id", "subscription_id"),
         Index("ix_invoices_charge_id", "charge_id"),
         Index("ix_invoices_payment_intent_id", "payment_intent_id"),
+        # The sales view for one customer starts here; without it every refresh scanned the table.
+        Index("ix_invoices_customer_email", "customer_email"),
     )
 
     id: str = Field(primary_key=True, max_length=255)

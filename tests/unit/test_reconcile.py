@@ -227,3 +227,22 @@ def test_the_default_window_starts_48_hours_before_the_last_successful_run_ended
     assert default_window(db, now, initial_days=30) == (now - timedelta(days=30), now)
     run(db, reader, PagedStripe({"charges": [], "refunds": [], "invoice_payments": []}))
     assert default_window(db, now, initial_days=30) == (END - timedelta(hours=48), now)
+
+
+def test_a_refund_only_the_nightly_run_finds_gets_its_note_once_however_often_the_window_is_run(db, reader):
+    from models import CustomerNote
+
+    paid = charge("ch_late", amount=8_000, created=T + 100, billing_details={"email": "late@example.com"})
+    deliver(db, event("charge.succeeded", paid, created=T + 100))
+    stripe = PagedStripe(
+        {
+            "charges": [{**paid, "amount_refunded": 8_000, "refunded": True}],
+            "refunds": [refund("re_late", charge_id="ch_late", amount=8_000, created=T + 200)],
+            "invoice_payments": [],
+        }
+    )
+    for _ in range(2):
+        run(db, reader, stripe)
+    with db.session() as session:
+        notes = session.exec(select(CustomerNote)).all()
+    assert [(n.email, n.refund_id, n.status) for n in notes] == [("late@example.com", "re_late", "succeeded")]
