@@ -27,6 +27,7 @@ from models import (
     Invoice,
     InvoicePayment,
     Refund,
+    advisory_lock,
     dialect_insert,
     insert_ignore,
 )
@@ -155,7 +156,9 @@ def refresh_customers(
     raised: list[int] = []
 
     for email in sorted({e for e in emails if e}):
+        advisory_lock(session, f"customer:{email}")  # see models.db.advisory_lock
         rows = load_sales_view(session, email)
+
         _link_customer(session, email, rows)
         by_charge = {r.charge_id: r for r in rows if r.charge_id}
         if not by_charge:

@@ -25,7 +25,7 @@ from handlers.stripe_shapes import (
     invoice_is_paid,
     invoice_payment_facts,
 )
-from models import Charge, CustomerStripeId, Invoice, InvoicePayment, Refund, upsert_newer
+from models import Charge, CustomerStripeId, Invoice, InvoicePayment, Refund, advisory_lock, upsert_newer
 from models.types import utcnow
 
 # Link columns a payload may lack: a payload without them must not erase what another one supplied.
@@ -202,7 +202,9 @@ def _refresh(ctx: HandlerContext, charge_ids: set[str], emails: set[str | None] 
 
 
 def record_charge(ctx: HandlerContext) -> None:
+    advisory_lock(ctx.session, f"charge:{ctx.object.get('id')}")  # before reading: see advisory_lock
     upsert_charge(ctx, ctx.object)
+
     apply_fetched(ctx)
     _refresh(ctx, {ctx.object["id"]})
 

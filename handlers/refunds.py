@@ -6,9 +6,10 @@ from typing import Any
 
 from handlers.context import HandlerContext
 from handlers.customers import emails_for_refunds, refresh_customers
+from handlers.fields import object_id
 from handlers.ranks import REFUND_TIES
 from handlers.stripe_shapes import refund_facts
-from models import Refund, upsert_newer
+from models import Refund, advisory_lock, upsert_newer
 from models.types import utcnow
 
 
@@ -21,6 +22,10 @@ def record_refund(ctx: HandlerContext, refund: dict[str, Any]) -> None:
 
 
 def record_refund_event(ctx: HandlerContext) -> None:
+    charge = object_id(ctx.object.get("charge"))
+    if charge:
+        advisory_lock(ctx.session, f"charge:{charge}")  # the charge's events take turns: advisory_lock
     record_refund(ctx, ctx.object)
+
     emails = emails_for_refunds(ctx.session, [ctx.object])
     ctx.new_alert_ids.extend(refresh_customers(ctx.session, emails))

@@ -1,7 +1,7 @@
 """Tables and the database session. Importing this package registers every table on the metadata."""
 
 from models.customers import Alert, Customer, CustomerNote, CustomerStripeId, SubscriptionEnd
-from models.db import Database, dialect_insert, insert_ignore, upsert_many, upsert_newer
+from models.db import Database, advisory_lock, dialect_insert, insert_ignore, upsert_many, upsert_newer
 from models.events import FINISHED_STATUSES, Event, EventStatus
 from models.payments import Charge, Refund
 from models.reconcile import ReconcileRun
@@ -13,6 +13,7 @@ __all__ = [
     "CustomerNote",
     "CustomerStripeId",
     "SubscriptionEnd",
+    "advisory_lock",
     "dialect_insert",
     "Charge",
     "Database",

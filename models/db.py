@@ -200,3 +200,15 @@ def upsert_many(
         where=table.c[version_column] <= insert.excluded[version_column],
     )
     session.execute(stmt, list(rows))
+
+
+def advisory_lock(session: Session, key: str) -> None:
+    """Hold a lock named `key` until this transaction ends (PostgreSQL; a no-op on SQLite).
+
+    SQLite's BEGIN IMMEDIATE already runs writers one at a time. Under PostgreSQL's READ COMMITTED,
+    two events about one charge (or one customer) applied at once could each miss the other's
+    uncommitted rows and write a note from a stale read; taking this lock before reading anything
+    makes them take turns. Take a charge's lock before a customer's, customers' in sorted order.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key})
