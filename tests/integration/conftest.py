@@ -43,7 +43,6 @@ def _session_stack(tmp_path_factory, fake_stripe: FakeStripe, api_key: str) -> I
         stack.close_database()
 
 
-
 @pytest.fixture
 def stack(_session_stack: Stack) -> Stack:
     """The session's stack, with every component running (a test that broke one gets it restarted)."""

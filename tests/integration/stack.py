@@ -407,7 +407,6 @@ class Stack:
             f"IF NEW.id = '{charge_id}' AND ({when}) THEN "
             # SQLSTATE 23000 (integrity violation): the same kind of error SQLite's RAISE(ABORT) gives.
             "RAISE EXCEPTION 'simulated database failure' USING ERRCODE = '23000'; END IF; RETURN NEW; END $$"
-
         )
         self.execute(
             f"CREATE TRIGGER {trigger} BEFORE INSERT ON charges FOR EACH ROW EXECUTE FUNCTION {trigger}_fn()"
