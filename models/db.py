@@ -15,8 +15,9 @@ from typing import Any
 
 from sqlalchemy import case, event, func, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine, Result, make_url
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.sql.expression import Executable
 from sqlmodel import Session, SQLModel, create_engine
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
@@ -106,6 +107,28 @@ def dialect_insert(session: Session):
     return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
+def execute(session: Session, statement: Executable, params: Any = None) -> Result:
+    """Run a Core statement on the session's connection, in its transaction.
+
+    The hot path (every event) uses this rather than `session.execute`: handlers write only through
+    Core statements, so there is no pending ORM state to flush, and the ORM's execution layer costs
+    more per statement than the statement itself.
+    """
+    return session.connection().execute(statement, params)
+
+
+# Built statements by shape. Building an INSERT ... ON CONFLICT (its `excluded` alias copies every
+# column) costs several times more than running it, so each shape is built once per process.
+_statements: dict[tuple, Executable] = {}
+
+
+def _built(key: tuple, build: Callable[[], Executable]) -> Executable:
+    statement = _statements.get(key)
+    if statement is None:
+        statement = _statements[key] = build()
+    return statement
+
+
 def insert_ignore(
     session: Session,
     model: type[SQLModel],
@@ -119,15 +142,18 @@ def insert_ignore(
     `conflict_on` names a unique constraint's columns when the key is not the primary key.
     """
     table = model.__table__
-    keys = list(conflict_on or [c.name for c in table.primary_key.columns])
+    keys = tuple(conflict_on or [c.name for c in table.primary_key.columns])
+    insert = dialect_insert(session)
 
-    stmt = (
-        dialect_insert(session)(table)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=keys)
-        .returning(*[table.c[k] for k in keys])
-    )
-    return session.execute(stmt).first() is not None
+    def build() -> Executable:
+        return (
+            insert(table)
+            .on_conflict_do_nothing(index_elements=list(keys))
+            .returning(*[table.c[k] for k in keys])
+        )
+
+    statement = _built(("ignore", insert, table.name, tuple(values), keys), build)
+    return execute(session, statement, values).first() is not None
 
 
 Rank = Callable[[Any], Any]
@@ -179,27 +205,36 @@ def upsert_many(
     if not rows:
         return
     table = model.__table__
-    keys = [c.name for c in table.primary_key.columns]
-    columns = list(rows[0])
-    insert = dialect_insert(session)(table)
-    newer = insert.excluded[version_column] > table.c[version_column]
-    updates = {}
-    for name in columns:
-        if name in keys or name in keep_on_update:
-            continue
-        incoming, existing = insert.excluded[name], table.c[name]
-        if name in fill_only:
-            incoming = func.coalesce(incoming, existing)
-        if rank_on_tie and name in rank_on_tie:
-            rank = rank_on_tie[name]
-            incoming = case((newer, incoming), (rank(incoming) > rank(existing), incoming), else_=existing)
-        updates[name] = incoming
-    stmt = insert.on_conflict_do_update(
-        index_elements=keys,
-        set_=updates,
-        where=table.c[version_column] <= insert.excluded[version_column],
-    )
-    session.execute(stmt, list(rows))
+    columns = tuple(rows[0])
+    insert = dialect_insert(session)
+    ranks = tuple(sorted((rank_on_tie or {}).items()))
+
+    def build() -> Executable:
+        keys = [c.name for c in table.primary_key.columns]
+        statement = insert(table)
+        newer = statement.excluded[version_column] > table.c[version_column]
+        updates = {}
+        for name in columns:
+            if name in keys or name in keep_on_update:
+                continue
+            incoming, existing = statement.excluded[name], table.c[name]
+            if name in fill_only:
+                incoming = func.coalesce(incoming, existing)
+            if rank_on_tie and name in rank_on_tie:
+                rank = rank_on_tie[name]
+                incoming = case(
+                    (newer, incoming), (rank(incoming) > rank(existing), incoming), else_=existing
+                )
+            updates[name] = incoming
+        return statement.on_conflict_do_update(
+            index_elements=keys,
+            set_=updates,
+            where=table.c[version_column] <= statement.excluded[version_column],
+        )
+
+    shape = (table.name, columns, version_column, tuple(keep_on_update), tuple(fill_only), ranks)
+    statement = _built(("upsert", insert, *shape), build)
+    execute(session, statement, rows[0] if len(rows) == 1 else list(rows))
 
 
 def advisory_lock(session: Session, key: str) -> None:
@@ -211,4 +246,7 @@ def advisory_lock(session: Session, key: str) -> None:
     makes them take turns. Take a charge's lock before a customer's, customers' in sorted order.
     """
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key})
+        execute(session, _ADVISORY_LOCK, {"key": key})
+
+
+_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")

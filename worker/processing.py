@@ -15,9 +15,12 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sqlalchemy import bindparam, select, update
+
 from handlers import FetchContext, HandlerContext, UnprocessableEvent, handler_for
 from handlers.context import StripeLookup
 from models import FINISHED_STATUSES, Database, Event, EventStatus
+from models.db import execute
 from models.types import utcnow
 from worker.logs import redact
 
@@ -65,17 +68,15 @@ def process_event(
     alerts the event raised, after they are committed.
 
     """
-    key = (event_id, account)
+    key = {"event_id": event_id, "event_account": account}
     with db.session() as session:
-        event = session.get(Event, key)
-        if event is None:
-            raise EventNotFound(f"event {event_id} is not in the event log")
-        if not force and event.status in FINISHED_STATUSES:
-            return Outcome(event_id, account, event.type, event.status, event.attempts, skipped=True)
-        event.status = EventStatus.PROCESSING
-        event.attempts += 1
-        event.updated_at = utcnow()
-        attempt, event_type, payload = event.attempts, event.type, event.payload
+        claimed = execute(session, _CLAIM if force else _CLAIM_UNFINISHED, {**key, "now": utcnow()}).first()
+        if claimed is None:
+            stored = execute(session, _STATUS, key).first()
+            if stored is None:
+                raise EventNotFound(f"event {event_id} is not in the event log")
+            return Outcome(event_id, account, stored.type, stored.status, stored.attempts, skipped=True)
+        attempt, event_type, payload = claimed
 
     context = {"event_id": event_id, "event_type": event_type, "account": account, "attempt": attempt}
     handler = handler_for(event_type)
@@ -93,12 +94,8 @@ def process_event(
                     event=document, account=account, session=session, fetched=fetched
                 )
                 handler.apply(handler_context)
-            event = session.get(Event, key)
-
-            event.status = EventStatus.DONE if handler is not None else EventStatus.IGNORED
-            event.processed_at = event.updated_at = utcnow()
-            event.last_error = event.last_traceback = None
-            status = event.status
+            status = EventStatus.DONE if handler is not None else EventStatus.IGNORED
+            execute(session, _FINISH, {**key, "new_status": status, "now": utcnow()})
     except Exception as exc:
         if isinstance(exc, PAYLOAD_SHAPE_ERRORS) and not isinstance(exc, UnprocessableEvent):
             shape_error = exc
@@ -125,14 +122,55 @@ def _hand_over(on_alerts: Callable[[list[int]], None], alert_ids: list[int]) -> 
         log.warning("alerts %s stored but not handed to the sink (%s)", alert_ids, type(exc).__name__)
 
 
-def _record_failure(db: Database, key: tuple[str, str], exc: Exception, *, dead: bool) -> None:
+def _record_failure(db: Database, key: dict[str, str], exc: Exception, *, dead: bool) -> None:
     try:
         with db.session() as session:
-            event = session.get(Event, key)
-            event.status = EventStatus.DEAD if dead else EventStatus.FAILED
-            event.last_error = redact(f"{type(exc).__name__}: {exc}")[:2000]
-            event.last_traceback = redact("".join(traceback.format_exception(exc)))[-20000:]
-            event.updated_at = utcnow()
+            execute(
+                session,
+                _FAIL,
+                {
+                    **key,
+                    "new_status": EventStatus.DEAD if dead else EventStatus.FAILED,
+                    "error": redact(f"{type(exc).__name__}: {exc}")[:2000],
+                    "trace": redact("".join(traceback.format_exception(exc)))[-20000:],
+                    "now": utcnow(),
+                },
+            )
     except Exception:
         # The database itself is failing; Dramatiq's retry (or the sweeper) will come back to it.
-        log.exception("could not record the failure of event %s", key[0])
+        log.exception("could not record the failure of event %s", key["event_id"])
+
+
+# The event row's statements, built once. Claiming is one UPDATE ... RETURNING: it checks the status,
+# counts the attempt and reads the payload in a single round trip.
+_EVENTS = Event.__table__
+_THIS_EVENT = (_EVENTS.c.id == bindparam("event_id")) & (_EVENTS.c.account == bindparam("event_account"))
+_CLAIM = (
+    update(_EVENTS)
+    .where(_THIS_EVENT)
+    .values(status=EventStatus.PROCESSING, attempts=_EVENTS.c.attempts + 1, updated_at=bindparam("now"))
+    .returning(_EVENTS.c.attempts, _EVENTS.c.type, _EVENTS.c.payload)
+)
+_CLAIM_UNFINISHED = _CLAIM.where(_EVENTS.c.status.not_in(FINISHED_STATUSES))
+_STATUS = select(_EVENTS.c.type, _EVENTS.c.status, _EVENTS.c.attempts).where(_THIS_EVENT)
+_FINISH = (
+    update(_EVENTS)
+    .where(_THIS_EVENT)
+    .values(
+        status=bindparam("new_status"),
+        processed_at=bindparam("now"),
+        updated_at=bindparam("now"),
+        last_error=None,
+        last_traceback=None,
+    )
+)
+_FAIL = (
+    update(_EVENTS)
+    .where(_THIS_EVENT)
+    .values(
+        status=bindparam("new_status"),
+        last_error=bindparam("error"),
+        last_traceback=bindparam("trace"),
+        updated_at=bindparam("now"),
+    )
+)
