@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import timedelta
 
-from sqlalchemy import or_
-from sqlmodel import Session, select
+from sqlalchemy import bindparam, or_, select, union
+from sqlmodel import Session
 
 from handlers.access_alerts import AlertDraft, access_alert, kept_duplicate
 from handlers.refund_notes import refund_note_text
-from handlers.sales_view import COUNTED_REFUND_STATUSES, SaleRow, load_sales_view
+from handlers.sales_view import COUNTED_REFUND_STATUSES, SaleRow, load_customer_facts
 from models import (
     Alert,
     Charge,
@@ -31,6 +31,7 @@ from models import (
     dialect_insert,
     insert_ignore,
 )
+from models.db import built_once, execute
 from models.types import utcnow
 
 # How far apart two purchases of one product may be and still count as a duplicate. Set from
@@ -40,49 +41,56 @@ DUPLICATE_WINDOW = timedelta(days=30)
 
 def emails_for_charges(session: Session, charge_ids: Iterable[str]) -> set[str]:
     """The customers (by email) that paid these charges, through every link the view uses."""
-    ids = [c for c in set(charge_ids) if c]
+    ids = sorted({c for c in charge_ids if c})
     if not ids:
         return set()
-    charges = session.exec(select(Charge).where(Charge.id.in_(ids))).all()
-    emails = {c.customer_email for c in charges if c.customer_email}
-    intents = [c.payment_intent for c in charges if c.payment_intent]
-    invoice_ids = {c.invoice_id for c in charges if c.invoice_id}
-    if intents:
-        invoice_ids |= set(
-            session.exec(
-                select(InvoicePayment.invoice_id).where(InvoicePayment.payment_intent_id.in_(intents))
-            ).all()
-        )
-    conditions = [Invoice.charge_id.in_(ids)]
-    if invoice_ids:
-        conditions.append(Invoice.id.in_(invoice_ids))
-    if intents:
-        conditions.append(Invoice.payment_intent_id.in_(intents))
-    emails |= {e for e in session.exec(select(Invoice.customer_email).where(or_(*conditions))).all() if e}
-    keys = ids + intents
-    emails |= {
-        e
-        for e in session.exec(
-            select(FunnelPurchase.customer_email).where(FunnelPurchase.charge_id.in_(keys))
-        ).all()
-        if e
-    }
-    customers = [c.customer for c in charges if c.customer]
-    if customers:
-        emails |= set(
-            session.exec(
-                select(CustomerStripeId.email).where(CustomerStripeId.stripe_customer_id.in_(customers))
-            ).all()
-        )
-    return emails
+    return {email for (email,) in execute(session, _EMAILS_FOR_CHARGES, {"charge_ids": ids}) if email}
+
+
+def _emails_for_charges_statement():
+    """One UNION of index lookups (run once per event, so one round trip rather than five)."""
+    ids = bindparam("charge_ids", expanding=True)
+    charges, invoices, purchases = Charge.__table__.c, Invoice.__table__.c, FunnelPurchase.__table__.c
+    payments, links = InvoicePayment.__table__.c, CustomerStripeId.__table__.c
+
+    def of_the_charges(column):
+        return select(column).where(charges.id.in_(ids)).scalar_subquery()
+
+    paid_invoices = select(payments.invoice_id).where(
+        payments.payment_intent_id.in_(of_the_charges(charges.payment_intent))
+    )
+    return union(
+        select(charges.customer_email).where(charges.id.in_(ids)),
+        select(invoices.customer_email).where(invoices.charge_id.in_(ids)),
+        select(invoices.customer_email).where(invoices.id.in_(of_the_charges(charges.invoice_id))),
+        select(invoices.customer_email).where(invoices.id.in_(paid_invoices.scalar_subquery())),
+        select(invoices.customer_email).where(
+            invoices.payment_intent_id.in_(of_the_charges(charges.payment_intent))
+        ),
+        select(purchases.customer_email).where(purchases.charge_id.in_(ids)),
+        select(purchases.customer_email).where(
+            purchases.charge_id.in_(of_the_charges(charges.payment_intent))
+        ),
+        select(links.email).where(links.stripe_customer_id.in_(of_the_charges(charges.customer))),
+    )
+
+
+_EMAILS_FOR_CHARGES = _emails_for_charges_statement()
 
 
 def emails_for_refunds(session: Session, refunds: Iterable[dict]) -> set[str]:
     charge_ids = {r.get("charge") for r in refunds if isinstance(r.get("charge"), str)}
     intents = [r["payment_intent"] for r in refunds if isinstance(r.get("payment_intent"), str)]
     if intents:
-        charge_ids |= set(session.exec(select(Charge.id).where(Charge.payment_intent.in_(intents))).all())
+        charge_ids |= set(
+            execute(session, _CHARGES_OF_INTENTS, {"intents": sorted(set(intents))}).scalars().all()
+        )
     return emails_for_charges(session, charge_ids)
+
+
+_CHARGES_OF_INTENTS = select(Charge.__table__.c.id).where(
+    Charge.__table__.c.payment_intent.in_(bindparam("intents", expanding=True))
+)
 
 
 def _link_customer(session: Session, email: str, rows: list[SaleRow]) -> None:
@@ -96,33 +104,36 @@ def _link_customer(session: Session, email: str, rows: list[SaleRow]) -> None:
 
 
 def _write_note(session: Session, email: str, refund: Refund, sale: SaleRow | None) -> None:
-    text = refund_note_text(refund, sale)
     now = utcnow()
-    insert = dialect_insert(session)(CustomerNote.__table__).values(
-        key=f"refund:{refund.id}",
-        email=email,
-        kind="refund",
-        refund_id=refund.id,
-        charge_id=refund.charge,
-        amount=refund.amount,
-        currency=refund.currency,
-        status=refund.status,
-        text=text,
-        created_at=refund.created or now,
-        updated_at=now,
-    )
+    values = {
+        "key": f"refund:{refund.id}",
+        "email": email,
+        "kind": "refund",
+        "refund_id": refund.id,
+        "charge_id": refund.charge,
+        "amount": refund.amount,
+        "currency": refund.currency,
+        "status": refund.status,
+        "text": refund_note_text(refund, sale),
+        "created_at": refund.created or now,
+        "updated_at": now,
+    }
+    insert = dialect_insert(session)
+    execute(session, built_once(("refund note", insert), lambda: _note_upsert(insert)), values)
+
+
+def _note_upsert(insert):
     table = CustomerNote.__table__
+    statement = insert(table)
     # A refund's note changes only when what it says changes (a status update, the product becoming
     # known); rewriting an identical note would only move its updated_at.
-    session.execute(
-        insert.on_conflict_do_update(
-            index_elements=["key"],
-            set_={
-                name: insert.excluded[name]
-                for name in ("email", "amount", "currency", "status", "text", "updated_at")
-            },
-            where=or_(table.c.text != insert.excluded.text, table.c.email != insert.excluded.email),
-        )
+    return statement.on_conflict_do_update(
+        index_elements=["key"],
+        set_={
+            name: statement.excluded[name]
+            for name in ("email", "amount", "currency", "status", "text", "updated_at")
+        },
+        where=or_(table.c.text != statement.excluded.text, table.c.email != statement.excluded.email),
     )
 
 
@@ -145,7 +156,10 @@ def _raise(session: Session, draft: AlertDraft) -> int | None:
     )
     if not new:
         return None
-    return session.exec(select(Alert.id).where(Alert.key == draft.key)).one()
+    return execute(session, _ALERT_ID, {"key": draft.key}).scalar_one()
+
+
+_ALERT_ID = select(Alert.__table__.c.id).where(Alert.__table__.c.key == bindparam("key"))
 
 
 def refresh_customers(
@@ -157,15 +171,15 @@ def refresh_customers(
 
     for email in sorted({e for e in emails if e}):
         advisory_lock(session, f"customer:{email}")  # see models.db.advisory_lock
-        rows = load_sales_view(session, email)
+        facts = load_customer_facts(session, email)
+        rows = facts.view()
 
         _link_customer(session, email, rows)
         by_charge = {r.charge_id: r for r in rows if r.charge_id}
         if not by_charge:
             continue
-        refunds = session.exec(select(Refund).where(Refund.charge.in_(list(by_charge)))).all()
         refunds_by_charge: dict[str, list[Refund]] = {}
-        for refund in refunds:
+        for refund in (r for r in facts.refunds if r.charge in by_charge):
             _write_note(session, email, refund, by_charge.get(refund.charge))
             refunds_by_charge.setdefault(refund.charge, []).append(refund)
         for charge_id, charge_refunds in refunds_by_charge.items():

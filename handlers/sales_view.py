@@ -14,9 +14,11 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlmodel import Session, select
+from sqlalchemy import bindparam, select
+from sqlmodel import Session
 
 from models import Charge, FunnelPurchase, Invoice, InvoicePayment, Refund
+from models.db import execute
 from models.types import iso
 
 # Sorts before every real time; aware, like every datetime the models hand back.
@@ -240,30 +242,47 @@ def _number_installments(rows: list[SaleRow]) -> None:
             row.installment = number
 
 
+@dataclass
+class SalesFacts:
+    """The stored facts a sales view is built from (table rows, read-only)."""
+
+    charges: Sequence[Any]
+    invoices: Sequence[Any]
+    invoice_payments: Sequence[Any]
+    refunds: Sequence[Any]
+    purchases: Sequence[Any]
+
+    def view(self) -> list[SaleRow]:
+        return build_sales_view(
+            self.charges, self.invoices, self.invoice_payments, self.refunds, self.purchases
+        )
+
+
 def load_sales_view(session: Session, customer_email: str | None = None) -> list[SaleRow]:
     """Read what the view needs (one customer's payments, or everything) and build it."""
     if customer_email is None:
-        charges = session.exec(select(Charge)).all()
-        purchases = session.exec(select(FunnelPurchase)).all()
-        invoices = session.exec(select(Invoice)).all()
-        invoice_payments = session.exec(select(InvoicePayment)).all()
-        refunds = session.exec(select(Refund)).all()
-        return build_sales_view(charges, invoices, invoice_payments, refunds, purchases)
+        return SalesFacts(*(execute(session, select(t)).all() for t in _TABLES)).view()
+    return load_customer_facts(session, customer_email).view()
 
-    purchases = session.exec(
-        select(FunnelPurchase).where(FunnelPurchase.customer_email == customer_email)
-    ).all()
-    invoices = list(session.exec(select(Invoice).where(Invoice.customer_email == customer_email)).all())
+
+def load_customer_facts(session: Session, customer_email: str) -> SalesFacts:
+    """One customer's facts: everything tied to their email, their subscriptions and their payments.
+
+    Runs for every event that touches a customer, so it reads plain rows through statements built once
+    (the ORM would build an object per row and a statement per call). `refunds` also holds the refunds
+    of payments only the funnel recorded, so a refund can get its note before its charge is stored.
+    """
+    email = {"email": customer_email}
+    purchases = execute(session, _PURCHASES_BY_EMAIL, email).all()
+    invoices = execute(session, _INVOICES_BY_EMAIL, email).all()
     subscriptions = {i.subscription_id for i in invoices if i.subscription_id}
     subscriptions |= {p.subscription_id for p in purchases if p.subscription_id}
     if subscriptions:
-        more = session.exec(select(Invoice).where(Invoice.subscription_id.in_(subscriptions))).all()
+        more = execute(session, _INVOICES_BY_SUBSCRIPTION, {"ids": sorted(subscriptions)}).all()
         invoices = list({i.id: i for i in [*invoices, *more]}.values())
-    invoice_ids = [i.id for i in invoices]
+    invoice_ids = sorted(i.id for i in invoices)
     invoice_payments = (
-        session.exec(select(InvoicePayment).where(InvoicePayment.invoice_id.in_(invoice_ids))).all()
-        if invoice_ids
-        else []
+        execute(session, _INVOICE_PAYMENTS_BY_INVOICE, {"ids": invoice_ids}).all() if invoice_ids else []
     )
     intents = {p.payment_intent_id for p in invoice_payments if p.payment_intent_id}
     intents |= {i.payment_intent_id for i in invoices if i.payment_intent_id}
@@ -271,15 +290,38 @@ def load_sales_view(session: Session, customer_email: str | None = None) -> list
         i.charge_id for i in invoices if i.charge_id
     }
     funnel_payments = {p.charge_id for p in purchases if p.charge_id}
-    charges = {
-        c.id: c
-        for c in session.exec(
-            select(Charge).where(
-                (Charge.customer_email == customer_email)
-                | Charge.id.in_(charge_ids | funnel_payments)
-                | Charge.payment_intent.in_(intents | funnel_payments)
-            )
-        ).all()
-    }
-    refunds = session.exec(select(Refund).where(Refund.charge.in_(list(charges)))).all() if charges else []
-    return build_sales_view(list(charges.values()), invoices, invoice_payments, refunds, purchases)
+    charges = execute(
+        session,
+        _CHARGES_OF_CUSTOMER,
+        {**email, "ids": sorted(charge_ids | funnel_payments), "intents": sorted(intents | funnel_payments)},
+    ).all()
+    paid = sorted({c.id for c in charges} | funnel_payments)
+    refunds = execute(session, _REFUNDS_BY_CHARGE, {"ids": paid}).all() if paid else []
+    return SalesFacts(charges, invoices, invoice_payments, refunds, purchases)
+
+
+_TABLES = (
+    Charge.__table__,
+    Invoice.__table__,
+    InvoicePayment.__table__,
+    Refund.__table__,
+    FunnelPurchase.__table__,
+)
+
+
+def _where_in(table, column: str, values: str = "ids"):
+    return select(table).where(table.c[column].in_(bindparam(values, expanding=True)))
+
+
+_PURCHASES_BY_EMAIL = select(FunnelPurchase.__table__).where(
+    FunnelPurchase.__table__.c.customer_email == bindparam("email")
+)
+_INVOICES_BY_EMAIL = select(Invoice.__table__).where(Invoice.__table__.c.customer_email == bindparam("email"))
+_INVOICES_BY_SUBSCRIPTION = _where_in(Invoice.__table__, "subscription_id")
+_INVOICE_PAYMENTS_BY_INVOICE = _where_in(InvoicePayment.__table__, "invoice_id")
+_REFUNDS_BY_CHARGE = _where_in(Refund.__table__, "charge")
+_CHARGES_OF_CUSTOMER = select(Charge.__table__).where(
+    (Charge.__table__.c.customer_email == bindparam("email"))
+    | Charge.__table__.c.id.in_(bindparam("ids", expanding=True))
+    | Charge.__table__.c.payment_intent.in_(bindparam("intents", expanding=True))
+)

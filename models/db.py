@@ -122,7 +122,8 @@ def execute(session: Session, statement: Executable, params: Any = None) -> Resu
 _statements: dict[tuple, Executable] = {}
 
 
-def _built(key: tuple, build: Callable[[], Executable]) -> Executable:
+def built_once(key: tuple, build: Callable[[], Executable]) -> Executable:
+    """The statement built for `key`, building it on first use."""
     statement = _statements.get(key)
     if statement is None:
         statement = _statements[key] = build()
@@ -152,7 +153,7 @@ def insert_ignore(
             .returning(*[table.c[k] for k in keys])
         )
 
-    statement = _built(("ignore", insert, table.name, tuple(values), keys), build)
+    statement = built_once(("ignore", insert, table.name, tuple(values), keys), build)
     return execute(session, statement, values).first() is not None
 
 
@@ -233,7 +234,7 @@ def upsert_many(
         )
 
     shape = (table.name, columns, version_column, tuple(keep_on_update), tuple(fill_only), ranks)
-    statement = _built(("upsert", insert, *shape), build)
+    statement = built_once(("upsert", insert, *shape), build)
     execute(session, statement, rows[0] if len(rows) == 1 else list(rows))
 
 
