@@ -1,10 +1,12 @@
 """Running one stored event through its handler: the body of the `process_event` actor and of replay.
 
-Two short transactions: the first claims the event (status `processing`, one more attempt) so on-call
-staff can see it is being worked on; the second runs the handler and marks the event done, so the
-handler's writes and the `done` mark commit together or not at all. A failure is recorded in a third
-transaction and re-raised for Dramatiq to retry; after the last attempt the event is `dead` and stays
-so in the database (Dramatiq's own dead-letter set expires after 7 days).
+Claiming an event marks it `processing` and counts the attempt. The handler's writes and the `done`
+mark always commit together or not at all. An event whose handler only touches the database is
+claimed, applied and marked done in one transaction. One whose handler calls Stripe (which can take
+seconds) is claimed in a short transaction of its own first, so on-call staff see it being worked on
+and the attempt counts even if the process dies inside the call. A failure is recorded in a
+transaction of its own and re-raised for Dramatiq to retry; after the last attempt the event is `dead`
+and stays so in the database (Dramatiq's own dead-letter set expires after 7 days).
 """
 
 from __future__ import annotations
@@ -13,11 +15,15 @@ import json
 import logging
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, NoReturn
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, case, select, update
+from sqlmodel import Session
 
-from handlers import FetchContext, HandlerContext, UnprocessableEvent, handler_for
+from handlers import FetchContext, Handler, HandlerContext, UnprocessableEvent, handler_for
 from handlers.context import StripeLookup
 from models import FINISHED_STATUSES, Database, Event, EventStatus
 from models.db import execute
@@ -69,49 +75,127 @@ def process_event(
 
     """
     key = {"event_id": event_id, "event_account": account}
-    with db.session() as session:
-        claimed = execute(session, _CLAIM if force else _CLAIM_UNFINISHED, {**key, "now": utcnow()}).first()
-        if claimed is None:
-            stored = execute(session, _STATUS, key).first()
-            if stored is None:
-                raise EventNotFound(f"event {event_id} is not in the event log")
-            return Outcome(event_id, account, stored.type, stored.status, stored.attempts, skipped=True)
-        attempt, event_type, payload = claimed
-
-    context = {"event_id": event_id, "event_type": event_type, "account": account, "attempt": attempt}
-    handler = handler_for(event_type)
+    claim = None
     try:
-        document = json.loads(payload)
-        fetched = None
-        if handler is not None and handler.fetch is not None:
-            fetched = handler.fetch(
-                FetchContext(event=document, account=account, session_factory=db.session, stripe=stripe())
-            )
-        handler_context = None
         with db.session() as session:
-            if handler is not None:
-                handler_context = HandlerContext(
-                    event=document, account=account, session=session, fetched=fetched
-                )
-                handler.apply(handler_context)
-            status = EventStatus.DONE if handler is not None else EventStatus.IGNORED
-            execute(session, _FINISH, {**key, "new_status": status, "now": utcnow()})
+            claim = _claim(session, key, force=force, stripe=stripe)
+            if claim.skipped is not None:
+                return claim.skipped
+            if not claim.calls_stripe:
+                # Only the database is touched: the claim, the handler's writes and the done mark commit
+                # together, in one transaction.
+                claim.fetched = claim.fetch(lambda: nullcontext(session))
+                status = _apply(session, key, claim)
+        if claim.calls_stripe:
+            # The claim is committed first, so on-call staff see the event `processing` and the attempt
+            # counts even if the process dies during a Stripe call that can take seconds; the Stripe
+            # calls run outside any transaction (see handlers.context).
+            claim.fetched = claim.fetch(db.session)
+            with db.session() as session:
+                status = _apply(session, key, claim)
     except Exception as exc:
-        if isinstance(exc, PAYLOAD_SHAPE_ERRORS) and not isinstance(exc, UnprocessableEvent):
-            shape_error = exc
-            exc = UnprocessableEvent(f"payload of an unexpected shape ({type(exc).__name__}: {exc})")
-            exc.__cause__ = shape_error
-        gave_up = isinstance(exc, UnprocessableEvent) or attempt >= max_attempts
+        if claim is None or claim.skipped is not None:
+            raise  # the database failed before the event was claimed: Dramatiq retries the message
+        _give_up_or_retry(db, key, claim, exc, max_attempts)
+    log.info("event %s", status, extra=claim.log_context)
+    if claim.new_alert_ids:
+        _hand_over(on_alerts, claim.new_alert_ids)
+    return Outcome(event_id, account, claim.event_type, status, claim.attempt)
 
-        _record_failure(db, key, exc, dead=gave_up)
-        log.warning("event failed: %s", redact(f"{type(exc).__name__}: {exc}"), extra=context)
-        if gave_up:
-            raise EventGaveUp(f"event {event_id} is dead after {attempt} attempt(s)") from exc
-        raise
-    log.info("event %s", status, extra=context)
-    if handler_context is not None and handler_context.new_alert_ids:
-        _hand_over(on_alerts, handler_context.new_alert_ids)
-    return Outcome(event_id, account, event_type, status, attempt)
+
+@dataclass
+class _Claim:
+    """An event taken for processing: what was stored, and what its handler needs and produced."""
+
+    event_id: str
+    account: str
+    attempt: int = 0
+    event_type: str = ""
+    payload: str = ""
+    handler: Handler | None = None
+    reader: StripeLookup | None = None
+    skipped: Outcome | None = None  # set when there is nothing to do
+    fetched: Any = None
+    new_alert_ids: list[int] = field(default_factory=list)
+
+    @property
+    def calls_stripe(self) -> bool:
+        return self.reader is not None
+
+    @property
+    def log_context(self) -> dict[str, Any]:
+        return {
+            "event_id": self.event_id,
+            "event_type": self.event_type,
+            "account": self.account,
+            "attempt": self.attempt,
+        }
+
+    def fetch(self, session_factory: Callable[[], Any]) -> Any:
+        """The handler's first half: what the payload lacks, read from the database or Stripe."""
+        if self.handler is None or self.handler.fetch is None:
+            return None
+        context = FetchContext(
+            event=self.document, account=self.account, session_factory=session_factory, stripe=self.reader
+        )
+        return self.handler.fetch(context)
+
+    @cached_property
+    def document(self) -> dict[str, Any]:
+        return json.loads(self.payload)
+
+
+def _claim(
+    session: Session, key: dict[str, str], *, force: bool, stripe: Callable[[], StripeLookup | None]
+) -> _Claim:
+    """Mark the event `processing` and count the attempt; unless `force`, a finished event is skipped."""
+    claim = _Claim(key["event_id"], key["event_account"])
+    claimed = execute(session, _CLAIM if force else _CLAIM_UNFINISHED, {**key, "now": utcnow()}).first()
+    if claimed is None:
+        stored = execute(session, _STATUS, key).first()
+        if stored is None:
+            raise EventNotFound(f"event {claim.event_id} is not in the event log")
+        claim.skipped = Outcome(
+            claim.event_id, claim.account, stored.type, stored.status, stored.attempts, skipped=True
+        )
+        return claim
+    claim.attempt, claim.event_type, claim.payload = claimed
+    claim.handler = handler_for(claim.event_type)
+    if claim.handler is not None and claim.handler.fetch is not None:
+        claim.reader = stripe()
+    return claim
+
+
+def _apply(session: Session, key: dict[str, str], claim: _Claim) -> EventStatus:
+    """The handler's second half (writes only) and the done mark, in the caller's transaction."""
+    if claim.handler is None:
+        status = EventStatus.IGNORED
+    else:
+        context = HandlerContext(
+            event=claim.document, account=claim.account, session=session, fetched=claim.fetched
+        )
+        claim.handler.apply(context)
+        claim.new_alert_ids = context.new_alert_ids
+        status = EventStatus.DONE
+    execute(session, _FINISH, {**key, "new_status": status, "now": utcnow()})
+    return status
+
+
+def _give_up_or_retry(
+    db: Database, key: dict[str, str], claim: _Claim, exc: Exception, max_attempts: int
+) -> NoReturn:
+    """Record the failure (its transaction rolled back) and raise what tells Dramatiq what to do next."""
+    if isinstance(exc, PAYLOAD_SHAPE_ERRORS) and not isinstance(exc, UnprocessableEvent):
+        shape_error = exc
+        exc = UnprocessableEvent(f"payload of an unexpected shape ({type(exc).__name__}: {exc})")
+        exc.__cause__ = shape_error
+    gave_up = isinstance(exc, UnprocessableEvent) or claim.attempt >= max_attempts
+
+    _record_failure(db, key, claim.attempt, exc, dead=gave_up)
+    log.warning("event failed: %s", redact(f"{type(exc).__name__}: {exc}"), extra=claim.log_context)
+    if gave_up:
+        raise EventGaveUp(f"event {claim.event_id} is dead after {claim.attempt} attempt(s)") from exc
+    raise exc
 
 
 def _hand_over(on_alerts: Callable[[list[int]], None], alert_ids: list[int]) -> None:
@@ -122,7 +206,7 @@ def _hand_over(on_alerts: Callable[[list[int]], None], alert_ids: list[int]) -> 
         log.warning("alerts %s stored but not handed to the sink (%s)", alert_ids, type(exc).__name__)
 
 
-def _record_failure(db: Database, key: dict[str, str], exc: Exception, *, dead: bool) -> None:
+def _record_failure(db: Database, key: dict[str, str], attempt: int, exc: Exception, *, dead: bool) -> None:
     try:
         with db.session() as session:
             execute(
@@ -130,6 +214,7 @@ def _record_failure(db: Database, key: dict[str, str], exc: Exception, *, dead: 
                 _FAIL,
                 {
                     **key,
+                    "attempt": attempt,
                     "new_status": EventStatus.DEAD if dead else EventStatus.FAILED,
                     "error": redact(f"{type(exc).__name__}: {exc}")[:2000],
                     "trace": redact("".join(traceback.format_exception(exc)))[-20000:],
@@ -169,6 +254,11 @@ _FAIL = (
     .where(_THIS_EVENT)
     .values(
         status=bindparam("new_status"),
+        # The attempt is counted here too when its claim was rolled back with the handler's writes
+        # (never lowered: another delivery may have claimed the event since).
+        attempts=case(
+            (_EVENTS.c.attempts < bindparam("attempt"), bindparam("attempt")), else_=_EVENTS.c.attempts
+        ),
         last_error=bindparam("error"),
         last_traceback=bindparam("trace"),
         updated_at=bindparam("now"),
