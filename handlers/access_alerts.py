@@ -60,12 +60,23 @@ def kept_duplicate(refunded: SaleRow, rows: list[SaleRow], window: timedelta) ->
     return None
 
 
+def _payment_name(sale: SaleRow) -> str:
+    """How staff find a payment in Stripe: its charge, or (when only the funnel's record of it has
+    arrived so far) its payment intent and funnel purchase."""
+    if sale.charge_id:
+        return f"charge {sale.charge_id}"
+    named = [f"payment {sale.payment_intent_id}"] if sale.payment_intent_id else []
+    if sale.funnel_purchase_id:
+        named.append(f"funnel purchase {sale.funnel_purchase_id}")
+    return ", ".join(named) or "purchase"
+
+
 def access_alert(refund_id: str, refunded: SaleRow, kept: SaleRow) -> AlertDraft:
     amount = format_amount(refunded.amount, refunded.currency)
     paid = kept.paid_at.strftime("%Y-%m-%d") if kept.paid_at else "?"
     message = (
         f"{refunded.customer_email} bought \u201c{refunded.product}\u201d twice; refund {refund_id} fully "
-        f"refunded charge {refunded.charge_id} ({amount}), but they still hold paid charge {kept.charge_id} "
+        f"refunded charge {refunded.charge_id} ({amount}), but they still hold paid {_payment_name(kept)} "
         f"({format_amount(kept.amount, kept.currency)}, paid {paid}). The membership site may have revoked "
         "their access on the refund. Check the membership platform, re-grant access if it was removed, "
         "and tell the customer their remaining purchase is intact."

@@ -32,6 +32,7 @@ from models import (
     insert_ignore,
 )
 from models.db import built_once, execute
+from models.prepared import Prepared
 from models.types import utcnow
 
 # How far apart two purchases of one product may be and still count as a duplicate. Set from
@@ -75,7 +76,7 @@ def _emails_for_charges_statement():
     )
 
 
-_EMAILS_FOR_CHARGES = _emails_for_charges_statement()
+_EMAILS_FOR_CHARGES = Prepared(_emails_for_charges_statement())
 
 
 def emails_for_refunds(session: Session, refunds: Iterable[dict]) -> set[str]:
@@ -88,8 +89,10 @@ def emails_for_refunds(session: Session, refunds: Iterable[dict]) -> set[str]:
     return emails_for_charges(session, charge_ids)
 
 
-_CHARGES_OF_INTENTS = select(Charge.__table__.c.id).where(
-    Charge.__table__.c.payment_intent.in_(bindparam("intents", expanding=True))
+_CHARGES_OF_INTENTS = Prepared(
+    select(Charge.__table__.c.id).where(
+        Charge.__table__.c.payment_intent.in_(bindparam("intents", expanding=True))
+    )
 )
 
 
@@ -159,7 +162,7 @@ def _raise(session: Session, draft: AlertDraft) -> int | None:
     return execute(session, _ALERT_ID, {"key": draft.key}).scalar_one()
 
 
-_ALERT_ID = select(Alert.__table__.c.id).where(Alert.__table__.c.key == bindparam("key"))
+_ALERT_ID = Prepared(select(Alert.__table__.c.id).where(Alert.__table__.c.key == bindparam("key")))
 
 
 def refresh_customers(

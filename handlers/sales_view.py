@@ -19,6 +19,7 @@ from sqlmodel import Session
 
 from models import Charge, FunnelPurchase, Invoice, InvoicePayment, Refund
 from models.db import execute
+from models.prepared import Prepared
 from models.types import iso
 
 # Sorts before every real time; aware, like every datetime the models hand back.
@@ -309,19 +310,23 @@ _TABLES = (
 )
 
 
-def _where_in(table, column: str, values: str = "ids"):
-    return select(table).where(table.c[column].in_(bindparam(values, expanding=True)))
+def _where_in(table, column: str) -> Prepared:
+    return Prepared(select(table).where(table.c[column].in_(bindparam("ids", expanding=True))))
 
 
-_PURCHASES_BY_EMAIL = select(FunnelPurchase.__table__).where(
-    FunnelPurchase.__table__.c.customer_email == bindparam("email")
+_PURCHASES_BY_EMAIL = Prepared(
+    select(FunnelPurchase.__table__).where(FunnelPurchase.__table__.c.customer_email == bindparam("email"))
 )
-_INVOICES_BY_EMAIL = select(Invoice.__table__).where(Invoice.__table__.c.customer_email == bindparam("email"))
+_INVOICES_BY_EMAIL = Prepared(
+    select(Invoice.__table__).where(Invoice.__table__.c.customer_email == bindparam("email"))
+)
 _INVOICES_BY_SUBSCRIPTION = _where_in(Invoice.__table__, "subscription_id")
 _INVOICE_PAYMENTS_BY_INVOICE = _where_in(InvoicePayment.__table__, "invoice_id")
 _REFUNDS_BY_CHARGE = _where_in(Refund.__table__, "charge")
-_CHARGES_OF_CUSTOMER = select(Charge.__table__).where(
-    (Charge.__table__.c.customer_email == bindparam("email"))
-    | Charge.__table__.c.id.in_(bindparam("ids", expanding=True))
-    | Charge.__table__.c.payment_intent.in_(bindparam("intents", expanding=True))
+_CHARGES_OF_CUSTOMER = Prepared(
+    select(Charge.__table__).where(
+        (Charge.__table__.c.customer_email == bindparam("email"))
+        | Charge.__table__.c.id.in_(bindparam("ids", expanding=True))
+        | Charge.__table__.c.payment_intent.in_(bindparam("intents", expanding=True))
+    )
 )

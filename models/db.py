@@ -8,6 +8,8 @@ psycopg 3 when DATABASE_URL says so.
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,9 +18,12 @@ from typing import Any
 from sqlalchemy import case, event, func, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, Result, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.expression import Executable
 from sqlmodel import Session, SQLModel, create_engine
+
+from models.prepared import Prepared, Rows
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
 
@@ -71,6 +76,12 @@ class Database:
 
     def __init__(self, url: str, *, sqlite_synchronous: str = "FULL") -> None:
         self.engine = make_engine(url, sqlite_synchronous=sqlite_synchronous)
+        # Every SQLite transaction takes the database's one write lock (BEGIN IMMEDIATE). Threads of
+        # one process that wait for it inside SQLite sleep in its busy handler for up to 100 ms at a
+        # time, long after the lock came free; waiting here instead hands it over at once. Other
+        # processes (the receiver, more workers) still queue in SQLite, bounded by busy_timeout.
+        file_backed = self.dialect == "sqlite" and self.engine.url.database not in (None, "", ":memory:")
+        self._turns = threading.RLock() if file_backed else None
 
     @property
     def dialect(self) -> str:
@@ -79,13 +90,27 @@ class Database:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A unit of work: committed when the block ends normally, rolled back when it raises."""
-        with Session(self.engine, expire_on_commit=False) as session:
+        with self._turn(), Session(self.engine, expire_on_commit=False) as session:
             try:
                 yield session
                 session.commit()
             except BaseException:
                 session.rollback()
                 raise
+
+    @contextmanager
+    def _turn(self) -> Iterator[None]:
+        if self._turns is None:
+            yield
+            return
+        if not self._turns.acquire(timeout=SQLITE_BUSY_TIMEOUT_SECONDS):
+            # The error SQLite itself would have raised, as SQLAlchemy hands it to callers.
+            locked = sqlite3.OperationalError("database is locked (by another thread of this process)")
+            raise OperationalError("BEGIN IMMEDIATE", None, locked)
+        try:
+            yield
+        finally:
+            self._turns.release()
 
     def ping(self) -> None:
         with self.engine.connect() as conn:
@@ -107,26 +132,31 @@ def dialect_insert(session: Session):
     return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
-def execute(session: Session, statement: Executable, params: Any = None) -> Result:
+def execute(session: Session, statement: Executable | Prepared, params: Any = None) -> Result | Rows:
     """Run a Core statement on the session's connection, in its transaction.
 
     The hot path (every event) uses this rather than `session.execute`: handlers write only through
     Core statements, so there is no pending ORM state to flush, and the ORM's execution layer costs
-    more per statement than the statement itself.
+    more per statement than the statement itself. A `Prepared` statement skips SQLAlchemy's execution
+    layer too (models/prepared.py), except for a list of parameter sets, which SQLAlchemy batches.
     """
+    if isinstance(statement, Prepared):
+        if not isinstance(params, list):
+            return statement.run(session, params)
+        statement = statement.statement
     return session.connection().execute(statement, params)
 
 
 # Built statements by shape. Building an INSERT ... ON CONFLICT (its `excluded` alias copies every
 # column) costs several times more than running it, so each shape is built once per process.
-_statements: dict[tuple, Executable] = {}
+_statements: dict[tuple, Prepared] = {}
 
 
-def built_once(key: tuple, build: Callable[[], Executable]) -> Executable:
+def built_once(key: tuple, build: Callable[[], Executable]) -> Prepared:
     """The statement built for `key`, building it on first use."""
     statement = _statements.get(key)
     if statement is None:
-        statement = _statements[key] = build()
+        statement = _statements[key] = Prepared(build())
     return statement
 
 
@@ -250,4 +280,4 @@ def advisory_lock(session: Session, key: str) -> None:
         execute(session, _ADVISORY_LOCK, {"key": key})
 
 
-_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
+_ADVISORY_LOCK = Prepared(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"))

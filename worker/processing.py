@@ -27,6 +27,7 @@ from handlers import FetchContext, Handler, HandlerContext, UnprocessableEvent, 
 from handlers.context import StripeLookup
 from models import FINISHED_STATUSES, Database, Event, EventStatus
 from models.db import execute
+from models.prepared import Prepared
 from models.types import utcnow
 from worker.logs import redact
 
@@ -236,9 +237,10 @@ _CLAIM = (
     .values(status=EventStatus.PROCESSING, attempts=_EVENTS.c.attempts + 1, updated_at=bindparam("now"))
     .returning(_EVENTS.c.attempts, _EVENTS.c.type, _EVENTS.c.payload)
 )
-_CLAIM_UNFINISHED = _CLAIM.where(_EVENTS.c.status.not_in(FINISHED_STATUSES))
-_STATUS = select(_EVENTS.c.type, _EVENTS.c.status, _EVENTS.c.attempts).where(_THIS_EVENT)
-_FINISH = (
+_CLAIM_UNFINISHED = Prepared(_CLAIM.where(_EVENTS.c.status.not_in(FINISHED_STATUSES)))
+_CLAIM = Prepared(_CLAIM)
+_STATUS = Prepared(select(_EVENTS.c.type, _EVENTS.c.status, _EVENTS.c.attempts).where(_THIS_EVENT))
+_FINISH = Prepared(
     update(_EVENTS)
     .where(_THIS_EVENT)
     .values(
@@ -249,7 +251,7 @@ _FINISH = (
         last_traceback=None,
     )
 )
-_FAIL = (
+_FAIL = Prepared(
     update(_EVENTS)
     .where(_THIS_EVENT)
     .values(

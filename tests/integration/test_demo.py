@@ -39,5 +39,8 @@ def test_the_demo_shows_all_installments_the_refund_notes_and_exactly_one_access
     assert "refund of 40.00 USD (partial, of 120.00 USD)" in out
     assert "33,000 JPY" in out and "33,000.00" not in out
     alert_rows = [line for line in out.splitlines() if "access_revocation" in line]
-    assert len(alert_rows) == 1 and "ch_demo_video2" in alert_rows[0] and "ch_demo_video1" in alert_rows[0]
+    assert len(alert_rows) == 1 and "ch_demo_video2" in alert_rows[0]
+    # The purchase they kept, by its charge, or by its payment intent when the refund was processed
+    # before that charge's own webhook (the funnel's record of the purchase names the intent).
+    assert "paid charge ch_demo_video1" in alert_rows[0] or "paid payment pi_demo_video1" in alert_rows[0]
     assert "The local alert sink received 1 message(s)" in out

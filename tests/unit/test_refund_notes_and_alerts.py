@@ -81,6 +81,32 @@ def test_refunding_one_of_two_duplicate_purchases_raises_one_access_alert_naming
     assert "re-grant access" in alert.message and "ch_first" in alert.message
 
 
+def test_an_alert_raised_before_the_kept_charge_arrives_names_its_payment_intent_and_funnel_purchase(db):
+    # The funnel recorded both purchases (naming their payment intents); Stripe's charge.succeeded for
+    # the kept one has not been processed yet when the duplicate's refund is.
+    for purchase_id, intent in ((5003, "pi_ch_first"), (5004, "pi_ch_second")):
+        deliver_funnel(
+            db,
+            funnel_purchase(
+                purchase_id,
+                name=COURSE,
+                cents=19_800,
+                cancel_after=None,
+                subscription_id=None,
+                charge_id=intent,
+                email="Mika@Example.com",
+            ),
+        )
+    documents = [d for d in duplicate_refund_events() if d["id"] != "evt_first"]
+    for document in documents:
+        deliver(db, document)
+
+    [alert] = alerts(db)
+    assert (alert.charge_id, alert.kept_charge_id) == ("ch_second", None)
+    assert "still hold paid payment pi_ch_first, funnel purchase 5003 (198.00 USD" in alert.message
+    assert "None" not in alert.message
+
+
 def test_the_refund_note_states_date_amount_product_ids_reason_and_status(db):
     for document in duplicate_refund_events():
         deliver(db, document)

@@ -1,0 +1,116 @@
+"""Prepared statements (models/prepared.py) store and read exactly what SQLAlchemy itself would."""
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import bindparam, insert, select, text
+from sqlalchemy.exc import IntegrityError
+
+from models import Alert, Charge, Customer
+from models.db import execute
+from models.prepared import Prepared
+
+CUSTOMERS = Customer.__table__
+CHARGES = Charge.__table__
+ALERTS = Alert.__table__
+WHEN = datetime(2026, 11, 22, 7, 30, 15, 123456, tzinfo=UTC)
+
+INSERT_CUSTOMER = Prepared(insert(CUSTOMERS))
+CUSTOMERS_BY_EMAIL = Prepared(
+    select(CUSTOMERS).where(CUSTOMERS.c.email.in_(bindparam("emails", expanding=True))).order_by("email")
+)
+
+
+def charge_row(charge_id: str, **changes) -> dict:
+    row = {
+        "id": charge_id,
+        "amount": 4_700,
+        "amount_refunded": 0,
+        "currency": "jpy",
+        "status": "succeeded",
+        "paid": True,
+        "created": WHEN,
+        "version": 1,
+        "updated_at": WHEN,
+    }
+    return {**row, **changes}
+
+
+def test_a_row_written_through_a_prepared_insert_is_stored_as_sqlalchemy_stores_it(db):
+    with db.session() as session:
+        session.connection().execute(insert(CUSTOMERS), {"email": "orm@example.com", "created_at": WHEN})
+        execute(session, INSERT_CUSTOMER, {"email": "prepared@example.com", "created_at": WHEN})
+
+    with db.session() as session:
+        stored = session.connection().exec_driver_sql("SELECT email, created_at FROM customers").all()
+    by_email = dict(stored)
+    # Byte for byte the same stored value (SQLite keeps datetimes as text, so its format matters).
+    assert by_email["prepared@example.com"] == by_email["orm@example.com"]
+
+
+def test_a_prepared_select_hands_back_the_values_sqlalchemy_does(db):
+    with db.session() as session:
+        session.connection().execute(insert(CHARGES), [charge_row("ch_1"), charge_row("ch_2", paid=False)])
+
+    statement = select(CHARGES).where(CHARGES.c.id.in_(bindparam("ids", expanding=True))).order_by("id")
+    with db.session() as session:
+        expected = session.connection().execute(statement, {"ids": ["ch_1", "ch_2"]}).all()
+        rows = execute(session, Prepared(statement), {"ids": ["ch_1", "ch_2"]}).all()
+
+    assert [tuple(r) for r in rows] == [tuple(r) for r in expected]
+    assert rows[0].created == WHEN  # aware UTC, as UTCDateTime hands back
+    assert (rows[0].paid, rows[1].paid) == (True, False)  # booleans, not SQLite's 1 and 0
+
+
+@pytest.mark.parametrize(
+    "emails", [[], ["b@example.com"], ["a@example.com", "c@example.com", "z@example.com"]]
+)
+def test_an_in_list_of_any_length_matches_what_it_names(db, emails):
+    with db.session() as session:
+        for email in ("a@example.com", "b@example.com", "c@example.com"):
+            execute(session, INSERT_CUSTOMER, {"email": email, "created_at": WHEN})
+
+    with db.session() as session:
+        found = [row.email for row in execute(session, CUSTOMERS_BY_EMAIL, {"emails": emails})]
+
+    assert found == sorted(e for e in emails if e != "z@example.com")
+
+
+def test_columns_an_insert_is_not_given_take_their_defaults(db):
+    values = {
+        "key": "access_revocation:re_1",
+        "kind": "access_revocation",
+        "message": "refund of a duplicate purchase",
+    }
+    with db.session() as session:
+        [returned] = execute(session, Prepared(insert(ALERTS).returning(ALERTS.c.id)), values).all()
+
+    with db.session() as session:
+        alert = session.get(Alert, returned.id)
+    assert (alert.status, alert.delivery_status, alert.delivery_attempts) == ("open", "pending", 0)
+    assert alert.created_at.tzinfo is not None
+
+
+def test_a_driver_error_is_raised_as_sqlalchemy_raises_it_and_nothing_is_kept(db):
+    with pytest.raises(IntegrityError), db.session() as session:
+        execute(session, INSERT_CUSTOMER, {"email": "kept@example.com", "created_at": WHEN})
+        execute(session, INSERT_CUSTOMER, {"email": "kept@example.com", "created_at": WHEN})  # same key
+
+    with db.session() as session:
+        assert execute(session, CUSTOMERS_BY_EMAIL, {"emails": ["kept@example.com"]}).all() == []
+
+
+def test_a_statement_without_result_columns_returns_no_rows(db):
+    with db.session() as session:
+        execute(session, INSERT_CUSTOMER, {"email": "a@example.com", "created_at": WHEN})
+        result = execute(
+            session,
+            Prepared(text("UPDATE customers SET email = :new WHERE email = :old")),
+            {"new": "b@example.com", "old": "a@example.com"},
+        )
+        assert result.all() == [] and result.first() is None
+
+    with db.session() as session:
+        assert execute(session, CUSTOMERS_BY_EMAIL, {"emails": ["b@example.com"]}).scalars().all() == [
+            "b@example.com"
+        ]
