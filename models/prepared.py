@@ -16,7 +16,7 @@ from collections import namedtuple
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.expression import Executable
 from sqlmodel import Session
@@ -30,7 +30,7 @@ class Prepared:
         self._compiled: dict[Any, _Compiled] = {}
 
     def run(self, session: Session, params: dict[str, Any] | None = None) -> Rows:
-        connection = session.connection()  # begins the session's transaction when it has none
+        connection = _connection(session)
         dialect = connection.dialect
         params = params or {}
         # An INSERT's SQL depends on which columns it is given (SQLAlchemy compiles it per key set).
@@ -39,7 +39,7 @@ class Prepared:
         if compiled is None:
             compiled = self._compiled[shape] = _Compiled(self.statement, dialect, list(params))
         sql, parameters = compiled.expand(params)
-        cursor = connection.connection.driver_connection.cursor()
+        cursor = connection.connection.driver_connection.cursor()  # the session's own connection
         try:
             cursor.execute(sql, parameters)
             rows = cursor.fetchall() if compiled.row_type is not None else []
@@ -50,6 +50,20 @@ class Prepared:
         finally:
             cursor.close()
         return Rows(compiled.rows(rows))
+
+
+def _connection(session: Session) -> Connection:
+    """The session's connection in its current transaction (beginning one when there is none).
+
+    Remembered for the transaction: asking the session again costs more than most of these statements.
+    """
+    transaction = session.get_transaction()
+    remembered = session.info.get("prepared_connection")
+    if transaction is None or remembered is None or remembered[0] is not transaction:
+        connection = session.connection()
+        session.info["prepared_connection"] = (session.get_transaction(), connection)
+        return connection
+    return remembered[1]
 
 
 class _Compiled:
@@ -66,6 +80,8 @@ class _Compiled:
         else:
             self.compiled = statement.compile(dialect=dialect)
         self.positional = self.compiled.positional
+        # Only a statement with IN lists needs its SQL rewritten per execution.
+        self.expands = bool(self.compiled.post_compile_params or self.compiled.literal_execute_params)
         self.bind_processors = dict(self.compiled._bind_processors)
         columns = self.compiled._result_columns  # (key, name, objects, type) of each returned column
         self.row_type = namedtuple("Row", [c[0] for c in columns]) if columns else None
@@ -77,16 +93,20 @@ class _Compiled:
             params = {**params}
             for key, default in self.defaults.items():
                 params[key] = default.arg(None) if default.is_callable else default.arg
-        state = self.compiled.construct_expanded_state(params)
-        values = state.parameters
-        # The statement's own parameters, then the ones an IN list was expanded into.
-        for processors in (self.bind_processors, state.processors):
+        if self.expands:
+            state = self.compiled.construct_expanded_state(params)
+            sql, values, positions = state.statement, state.parameters, state.positiontup
+            extra_processors = state.processors  # those of the parameters an IN list became
+        else:
+            sql, values = self.compiled.string, self.compiled.construct_params(params)
+            positions, extra_processors = self.compiled.positiontup, {}
+        for processors in (self.bind_processors, extra_processors):
             for name, process in processors.items():
                 if name in values and process is not None:
                     values[name] = process(values[name])
         if self.positional:
-            return state.statement, tuple(values[name] for name in state.positiontup)
-        return state.statement, values
+            return sql, tuple(values[name] for name in positions)
+        return sql, values
 
     def rows(self, raw: Sequence[tuple]) -> list[tuple]:
         if self.row_type is None:

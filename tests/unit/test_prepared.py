@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import bindparam, insert, select, text
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
 
 from models import Alert, Charge, Customer
 from models.db import execute
@@ -113,4 +114,18 @@ def test_a_statement_without_result_columns_returns_no_rows(db):
     with db.session() as session:
         assert execute(session, CUSTOMERS_BY_EMAIL, {"emails": ["b@example.com"]}).scalars().all() == [
             "b@example.com"
+        ]
+
+
+def test_a_session_used_again_after_a_commit_runs_in_its_new_transaction(db):
+    with Session(db.engine) as session:
+        execute(session, INSERT_CUSTOMER, {"email": "committed@example.com", "created_at": WHEN})
+        session.commit()
+        execute(session, INSERT_CUSTOMER, {"email": "rolled.back@example.com", "created_at": WHEN})
+        session.rollback()
+
+    with db.session() as session:
+        emails = ["committed@example.com", "rolled.back@example.com"]
+        assert execute(session, CUSTOMERS_BY_EMAIL, {"emails": emails}).scalars().all() == [
+            "committed@example.com"
         ]
