@@ -345,12 +345,12 @@ _GROUPS = (
 _STEPS = (
     ("worker/processing.py", "process_event", "the whole event (claim, handler, done mark)"),
     ("handlers/customers.py", "refresh_customers", "refresh the customer's notes and alerts"),
-    ("handlers/sales_view.py", "load_sales_view", "  of which: load the customer's sales view"),
+    ("handlers/sales_view.py", "load_customer_facts", "  of which: read the customer's payments"),
     ("handlers/customers.py", "_write_note", "  of which: write refund notes"),
     ("handlers/customers.py", "emails_for_charges", "find the customers of the charges"),
     ("models/db.py", "upsert_many", "upsert the charge or refund"),
-    ("sqlalchemy/orm/session.py", "commit", "commit (both transactions)"),
-    ("sqlalchemy/orm/session.py", "get", "load the event row (claim, done mark)"),
+    ("sqlalchemy/orm/session.py", "commit", "commit"),
+    ("worker/processing.py", "_claim", "claim the event row"),
 )
 
 
