@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import case, event, func, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, Result, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.expression import Executable
 from sqlmodel import Session, SQLModel, create_engine
@@ -66,7 +66,12 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin_immediate(conn) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Straight on the driver: every event's transaction starts here, and SQLAlchemy's execution
+        # layer costs several times what BEGIN does. Errors reach callers as SQLAlchemy raises them.
+        try:
+            conn.connection.driver_connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as error:
+            raise DBAPIError.instance("BEGIN IMMEDIATE", (), error, sqlite3.Error) from error
 
     return engine
 

@@ -1,13 +1,17 @@
-"""Prepared statements (models/prepared.py) store and read exactly what SQLAlchemy itself would."""
+"""Prepared statements (models/prepared.py) store and read exactly what SQLAlchemy itself would;
+SQLite's write lock fails a transaction as SQLAlchemy reports it."""
 
+import sqlite3
+import threading
 from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import bindparam, insert, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session
 
-from models import Alert, Charge, Customer
+import models.db
+from models import Alert, Charge, Customer, Database
 from models.db import execute
 from models.prepared import Prepared
 
@@ -128,4 +132,58 @@ def test_a_session_used_again_after_a_commit_runs_in_its_new_transaction(db):
         emails = ["committed@example.com", "rolled.back@example.com"]
         assert execute(session, CUSTOMERS_BY_EMAIL, {"emails": emails}).scalars().all() == [
             "committed@example.com"
+        ]
+
+
+# --- SQLite's write lock, as the worker's threads and other processes meet it ------------------------
+
+
+@pytest.fixture
+def sqlite_file_db(tmp_path, monkeypatch):
+    monkeypatch.setattr(models.db, "SQLITE_BUSY_TIMEOUT_SECONDS", 0.2)
+    database = Database(f"sqlite:///{tmp_path / 'locked.db'}")
+    database.create_all()
+    yield database
+    database.dispose()
+
+
+def test_a_write_lock_held_by_another_process_fails_the_transaction_as_sqlalchemy_reports_it(
+    sqlite_file_db, tmp_path
+):
+    other = sqlite3.connect(tmp_path / "locked.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(OperationalError, match="database is locked"), sqlite_file_db.session() as session:
+            execute(session, INSERT_CUSTOMER, {"email": "late@example.com", "created_at": WHEN})
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+
+    with sqlite_file_db.session() as session:
+        assert execute(session, CUSTOMERS_BY_EMAIL, {"emails": ["late@example.com"]}).all() == []
+
+
+def test_a_thread_that_cannot_get_its_turn_gets_the_same_error_and_writes_nothing(sqlite_file_db):
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_a_transaction() -> None:
+        with sqlite_file_db.session() as session:
+            execute(session, INSERT_CUSTOMER, {"email": "first@example.com", "created_at": WHEN})
+            holding.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=hold_a_transaction)
+    holder.start()
+    try:
+        assert holding.wait(5)
+        with pytest.raises(OperationalError, match="database is locked"), sqlite_file_db.session() as session:
+            execute(session, INSERT_CUSTOMER, {"email": "second@example.com", "created_at": WHEN})
+    finally:
+        release.set()
+        holder.join(5)
+
+    with sqlite_file_db.session() as session:
+        emails = ["first@example.com", "second@example.com"]
+        assert execute(session, CUSTOMERS_BY_EMAIL, {"emails": emails}).scalars().all() == [
+            "first@example.com"
         ]
