@@ -80,8 +80,13 @@ class _Compiled:
         else:
             self.compiled = statement.compile(dialect=dialect)
         self.positional = self.compiled.positional
-        # Only a statement with IN lists needs its SQL rewritten per execution.
+        # Only a statement with IN lists needs its SQL rewritten per execution, and the rewritten SQL
+        # depends only on the lists' lengths: it is kept per lengths (see _expand_lists).
         self.expands = bool(self.compiled.post_compile_params or self.compiled.literal_execute_params)
+        late = self.compiled.post_compile_params | self.compiled.literal_execute_params
+        self.lists = sorted({self.compiled.bind_names[p] for p in late if p.expanding})
+        self.lists_only = self.expands and all(p.expanding for p in late)
+        self.expansions: dict[tuple[int, ...], tuple[str, Sequence[str] | None, dict]] = {}
         self.bind_processors = dict(self.compiled._bind_processors)
         columns = self.compiled._result_columns  # (key, name, objects, type) of each returned column
         self.row_type = namedtuple("Row", [c[0] for c in columns]) if columns else None
@@ -94,9 +99,7 @@ class _Compiled:
             for key, default in self.defaults.items():
                 params[key] = default.arg(None) if default.is_callable else default.arg
         if self.expands:
-            state = self.compiled.construct_expanded_state(params)
-            sql, values, positions = state.statement, state.parameters, state.positiontup
-            extra_processors = state.processors  # those of the parameters an IN list became
+            sql, values, positions, extra_processors = self._expand_lists(params)
         else:
             sql, values = self.compiled.string, self.compiled.construct_params(params)
             positions, extra_processors = self.compiled.positiontup, {}
@@ -107,6 +110,25 @@ class _Compiled:
         if self.positional:
             return sql, tuple(values[name] for name in positions)
         return sql, values
+
+    def _expand_lists(self, params: dict[str, Any]) -> tuple[str, dict, Sequence[str] | None, dict]:
+        lengths = tuple(len(params[name]) for name in self.lists) if self.lists_only else None
+        known = self.expansions.get(lengths) if lengths is not None else None
+        if known is not None:
+            sql, positions, processors = known
+            return sql, self._spread(self.compiled.construct_params(params)), positions, processors
+        state = self.compiled.construct_expanded_state(params)
+        # Keep this expansion only if spreading the lists ourselves gives exactly SQLAlchemy's values.
+        if lengths is not None and self._spread(self.compiled.construct_params(params)) == state.parameters:
+            self.expansions[lengths] = (state.statement, state.positiontup, state.processors)
+        # state.processors: those of the parameters an IN list became
+        return state.statement, state.parameters, state.positiontup, state.processors
+
+    def _spread(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Each IN list's items as the parameters SQLAlchemy names them: name_1, name_2, ..."""
+        for name in self.lists:
+            values.update((f"{name}_{i}", item) for i, item in enumerate(values.pop(name), start=1))
+        return values
 
     def rows(self, raw: Sequence[tuple]) -> list[tuple]:
         if self.row_type is None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, NoReturn
 
-from sqlalchemy import bindparam, case, select, update
+from sqlalchemy import and_, bindparam, case, select, update
 from sqlmodel import Session
 
 from handlers import FetchContext, Handler, HandlerContext, UnprocessableEvent, handler_for
@@ -237,7 +237,10 @@ _CLAIM = (
     .values(status=EventStatus.PROCESSING, attempts=_EVENTS.c.attempts + 1, updated_at=bindparam("now"))
     .returning(_EVENTS.c.attempts, _EVENTS.c.type, _EVENTS.c.payload)
 )
-_CLAIM_UNFINISHED = Prepared(_CLAIM.where(_EVENTS.c.status.not_in(FINISHED_STATUSES)))
+# Spelled out rather than NOT IN (...): SQLAlchemy rewrites an IN list's SQL on every execution.
+_CLAIM_UNFINISHED = Prepared(
+    _CLAIM.where(and_(*(_EVENTS.c.status != status for status in FINISHED_STATUSES)))
+)
 _CLAIM = Prepared(_CLAIM)
 _STATUS = Prepared(select(_EVENTS.c.type, _EVENTS.c.status, _EVENTS.c.attempts).where(_THIS_EVENT))
 _FINISH = Prepared(

@@ -6,7 +6,7 @@ import threading
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import bindparam, insert, select, text
+from sqlalchemy import bindparam, func, insert, select, text, union
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session
 
@@ -79,6 +79,26 @@ def test_an_in_list_of_any_length_matches_what_it_names(db, emails):
         found = [row.email for row in execute(session, CUSTOMERS_BY_EMAIL, {"emails": emails})]
 
     assert found == sorted(e for e in emails if e != "z@example.com")
+
+
+def test_an_in_list_used_twice_and_run_again_with_new_items_finds_the_new_items(db):
+    emails = bindparam("emails", expanding=True)
+    either = Prepared(
+        union(
+            select(CUSTOMERS.c.email).where(CUSTOMERS.c.email.in_(emails)),
+            select(CUSTOMERS.c.email).where(func.upper(CUSTOMERS.c.email).in_(emails)),
+        )
+    )
+    with db.session() as session:
+        for email in ("a@example.com", "b@example.com", "c@example.com"):
+            execute(session, INSERT_CUSTOMER, {"email": email, "created_at": WHEN})
+
+    with db.session() as session:
+        # Same lengths each time: the second and third runs reuse the first one's SQL.
+        runs = [["a@example.com", "B@EXAMPLE.COM"], ["c@example.com", "x@example.com"], ["b@example.com"] * 2]
+        found = [sorted(execute(session, either, {"emails": run}).scalars().all()) for run in runs]
+
+    assert found == [["a@example.com", "b@example.com"], ["c@example.com"], ["b@example.com"]]
 
 
 def test_columns_an_insert_is_not_given_take_their_defaults(db):
