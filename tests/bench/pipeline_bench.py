@@ -354,12 +354,34 @@ _STEPS = (
 )
 
 
+def store_directly(db, documents: list[dict]) -> None:
+    """Store events `received`, as the receiver would, without HTTP: for measuring the actor alone."""
+    from datetime import UTC, datetime
+
+    from models import Event
+
+    now = datetime.now(UTC)
+    with db.session() as session:
+        for document in documents:
+            session.add(
+                Event(
+                    id=document["id"],
+                    type=document["type"],
+                    api_version=document["api_version"],
+                    created=datetime.fromtimestamp(document["created"], UTC),
+                    payload=json.dumps(document),
+                    status="received",
+                    received_at=now,
+                    updated_at=now,
+                )
+            )
+
+
 def profile_in_process(database_url: str, count: int, log_path: Path) -> dict:
     """Store `count` more events and apply them one by one with `processing.process_event`, profiled."""
     import logging
-    from datetime import UTC, datetime
 
-    from models import Database, Event
+    from models import Database
     from worker import processing
     from worker.logs import configure_logging
 
@@ -370,22 +392,8 @@ def profile_in_process(database_url: str, count: int, log_path: Path) -> dict:
 
     db = Database(database_url)
     mix = _mix("pf", count)
-    now = datetime.now(UTC)
     try:
-        with db.session() as session:
-            for document in mix.events:
-                session.add(
-                    Event(
-                        id=document["id"],
-                        type=document["type"],
-                        api_version=document["api_version"],
-                        created=datetime.fromtimestamp(document["created"], UTC),
-                        payload=json.dumps(document),
-                        status="received",
-                        received_at=now,
-                        updated_at=now,
-                    )
-                )
+        store_directly(db, mix.events)
         profiler = cProfile.Profile()
         started = time.perf_counter()
         profiler.enable()

@@ -20,7 +20,6 @@ import logging
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -29,8 +28,8 @@ if str(REPO_ROOT) not in sys.path:  # run as a script: make `tests`, `worker` an
 
 from sqlalchemy import event as sqlalchemy_event  # noqa: E402
 
-from models import Database, Event  # noqa: E402
-from tests.bench.pipeline_bench import _mix  # noqa: E402
+from models import Database  # noqa: E402
+from tests.bench.pipeline_bench import _mix, store_directly  # noqa: E402
 from worker import processing  # noqa: E402
 
 
@@ -47,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.disable(logging.CRITICAL)  # the actor logs one line per event; not measured here
         tag = f"pc{int(time.time())}"
         rounds = [_mix(f"{tag}r{n}", args.events).events for n in range(3)]
-        _store(db, [document for documents in rounds for document in documents])
+        store_directly(db, [document for documents in rounds for document in documents])
 
         statements: collections.Counter[str] = collections.Counter()
         current = [""]
@@ -81,24 +80,6 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"database": db.dialect, "rounds": results, "best": best}, indent=1))
     print(f"\n{db.dialect}: {best['cpu_ms_per_event']:.2f} ms of CPU per event (lowest of 3 rounds)")
     return 0
-
-
-def _store(db: Database, documents: list[dict]) -> None:
-    now = datetime.now(UTC)
-    with db.session() as session:
-        for document in documents:
-            session.add(
-                Event(
-                    id=document["id"],
-                    type=document["type"],
-                    api_version=document["api_version"],
-                    created=datetime.fromtimestamp(document["created"], UTC),
-                    payload=json.dumps(document),
-                    status="received",
-                    received_at=now,
-                    updated_at=now,
-                )
-            )
 
 
 if __name__ == "__main__":
