@@ -1,8 +1,9 @@
 """The nightly reconciliation: list what Stripe has in a window and add what no webhook delivered.
 
 It pages through charges, invoice payments (with their invoices expanded) and refunds created in the
-window, 100 a request, and upserts each page in one transaction together with the run's cursor, so a
-run that dies resumes where it stopped and running the same window twice changes nothing. Objects are
+window, 100 a request (the next page is fetched while one is stored: handlers/read_ahead.py), and
+upserts each page in one transaction together with the run's cursor, so a run that dies resumes where
+it stopped and running the same window twice changes nothing. Objects are
 streamed page by page: memory does not grow with the number of charges. The report is computed with
 SQL aggregates for the same reason.
 """
@@ -22,6 +23,7 @@ from sqlmodel import col
 from handlers.customers import emails_for_charges, emails_for_refunds, refresh_customers
 from handlers.payments import CHARGE_FILL_ONLY, INVOICE_FILL_ONLY, INVOICE_PAYMENT_FILL_ONLY
 from handlers.ranks import CHARGE_TIES, REFUND_TIES
+from handlers.read_ahead import read_ahead
 from handlers.reconcile_report import build_report
 from handlers.stripe_shapes import charge_facts, invoice_facts, invoice_payment_facts, refund_facts
 from models import Charge, Database, Invoice, InvoicePayment, ReconcileRun, Refund, upsert_many
@@ -237,7 +239,8 @@ def reconcile(
             params: dict[str, Any] = {"created": {"gte": _unix(start), "lt": _unix(end)}}
             if resource.expand:
                 params["expand"] = list(resource.expand)
-            for page in stripe.pages(resource.path, params, starting_after=cursors.get(resource.name)):
+            pages = stripe.pages(resource.path, params, starting_after=cursors.get(resource.name))
+            for page in read_ahead(pages, name=f"reconcile-{resource.name}"):
                 with db.session() as session:
                     changed = _store_page(session, resource.name, page, version, counts)
                     raised = _refresh_refunded_customers(session, resource.name, changed)
