@@ -112,14 +112,16 @@ class _Compiled:
         return sql, values
 
     def _expand_lists(self, params: dict[str, Any]) -> tuple[str, dict, Sequence[str] | None, dict]:
-        lengths = tuple(len(params[name]) for name in self.lists) if self.lists_only else None
+        # The lists' values as SQLAlchemy binds them: the caller's, or constants built into the statement.
+        values = self.compiled.construct_params(params)
+        lengths = tuple(len(values[name]) for name in self.lists) if self.lists_only else None
         known = self.expansions.get(lengths) if lengths is not None else None
         if known is not None:
             sql, positions, processors = known
-            return sql, self._spread(self.compiled.construct_params(params)), positions, processors
+            return sql, self._spread(values), positions, processors
         state = self.compiled.construct_expanded_state(params)
         # Keep this expansion only if spreading the lists ourselves gives exactly SQLAlchemy's values.
-        if lengths is not None and self._spread(self.compiled.construct_params(params)) == state.parameters:
+        if lengths is not None and self._spread(values) == state.parameters:
             self.expansions[lengths] = (state.statement, state.positiontup, state.processors)
         # state.processors: those of the parameters an IN list became
         return state.statement, state.parameters, state.positiontup, state.processors

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, NoReturn
 
-from sqlalchemy import and_, bindparam, case, select, update
+from sqlalchemy import bindparam, case, select, update
 from sqlmodel import Session
 
 from handlers import FetchContext, Handler, HandlerContext, UnprocessableEvent, handler_for
@@ -75,29 +75,28 @@ def process_event(
     alerts the event raised, after they are committed.
 
     """
-    key = {"event_id": event_id, "event_account": account}
     claim = None
     try:
         with db.session() as session:
-            claim = _claim(session, key, force=force, stripe=stripe)
+            claim = _claim(session, event_id, account, force=force, stripe=stripe)
             if claim.skipped is not None:
                 return claim.skipped
             if not claim.calls_stripe:
                 # Only the database is touched: the claim, the handler's writes and the done mark commit
                 # together, in one transaction.
                 claim.fetched = claim.fetch(lambda: nullcontext(session))
-                status = _apply(session, key, claim)
+                status = _apply(session, claim)
         if claim.calls_stripe:
             # The claim is committed first, so on-call staff see the event `processing` and the attempt
             # counts even if the process dies during a Stripe call that can take seconds; the Stripe
             # calls run outside any transaction (see handlers.context).
             claim.fetched = claim.fetch(db.session)
             with db.session() as session:
-                status = _apply(session, key, claim)
+                status = _apply(session, claim)
     except Exception as exc:
         if claim is None or claim.skipped is not None:
             raise  # the database failed before the event was claimed: Dramatiq retries the message
-        _give_up_or_retry(db, key, claim, exc, max_attempts)
+        _give_up_or_retry(db, claim, exc, max_attempts)
     log.info("event %s", status, extra=claim.log_context)
     if claim.new_alert_ids:
         _hand_over(on_alerts, claim.new_alert_ids)
@@ -118,6 +117,11 @@ class _Claim:
     skipped: Outcome | None = None  # set when there is nothing to do
     fetched: Any = None
     new_alert_ids: list[int] = field(default_factory=list)
+
+    @property
+    def key(self) -> dict[str, str]:
+        """The event row's key, as the statements below name their parameters."""
+        return {"event_id": self.event_id, "event_account": self.account}
 
     @property
     def calls_stripe(self) -> bool:
@@ -147,13 +151,13 @@ class _Claim:
 
 
 def _claim(
-    session: Session, key: dict[str, str], *, force: bool, stripe: Callable[[], StripeLookup | None]
+    session: Session, event_id: str, account: str, *, force: bool, stripe: Callable[[], StripeLookup | None]
 ) -> _Claim:
     """Mark the event `processing` and count the attempt; unless `force`, a finished event is skipped."""
-    claim = _Claim(key["event_id"], key["event_account"])
-    claimed = execute(session, _CLAIM if force else _CLAIM_UNFINISHED, {**key, "now": utcnow()}).first()
+    claim = _Claim(event_id, account)
+    claimed = execute(session, _CLAIM if force else _CLAIM_UNFINISHED, {**claim.key, "now": utcnow()}).first()
     if claimed is None:
-        stored = execute(session, _STATUS, key).first()
+        stored = execute(session, _STATUS, claim.key).first()
         if stored is None:
             raise EventNotFound(f"event {claim.event_id} is not in the event log")
         claim.skipped = Outcome(
@@ -167,7 +171,7 @@ def _claim(
     return claim
 
 
-def _apply(session: Session, key: dict[str, str], claim: _Claim) -> EventStatus:
+def _apply(session: Session, claim: _Claim) -> EventStatus:
     """The handler's second half (writes only) and the done mark, in the caller's transaction."""
     if claim.handler is None:
         status = EventStatus.IGNORED
@@ -178,13 +182,11 @@ def _apply(session: Session, key: dict[str, str], claim: _Claim) -> EventStatus:
         claim.handler.apply(context)
         claim.new_alert_ids = context.new_alert_ids
         status = EventStatus.DONE
-    execute(session, _FINISH, {**key, "new_status": status, "now": utcnow()})
+    execute(session, _FINISH, {**claim.key, "new_status": status, "now": utcnow()})
     return status
 
 
-def _give_up_or_retry(
-    db: Database, key: dict[str, str], claim: _Claim, exc: Exception, max_attempts: int
-) -> NoReturn:
+def _give_up_or_retry(db: Database, claim: _Claim, exc: Exception, max_attempts: int) -> NoReturn:
     """Record the failure (its transaction rolled back) and raise what tells Dramatiq what to do next."""
     if isinstance(exc, PAYLOAD_SHAPE_ERRORS) and not isinstance(exc, UnprocessableEvent):
         shape_error = exc
@@ -192,7 +194,7 @@ def _give_up_or_retry(
         exc.__cause__ = shape_error
     gave_up = isinstance(exc, UnprocessableEvent) or claim.attempt >= max_attempts
 
-    _record_failure(db, key, claim.attempt, exc, dead=gave_up)
+    _record_failure(db, claim, exc, dead=gave_up)
     log.warning("event failed: %s", redact(f"{type(exc).__name__}: {exc}"), extra=claim.log_context)
     if gave_up:
         raise EventGaveUp(f"event {claim.event_id} is dead after {claim.attempt} attempt(s)") from exc
@@ -207,15 +209,15 @@ def _hand_over(on_alerts: Callable[[list[int]], None], alert_ids: list[int]) -> 
         log.warning("alerts %s stored but not handed to the sink (%s)", alert_ids, type(exc).__name__)
 
 
-def _record_failure(db: Database, key: dict[str, str], attempt: int, exc: Exception, *, dead: bool) -> None:
+def _record_failure(db: Database, claim: _Claim, exc: Exception, *, dead: bool) -> None:
     try:
         with db.session() as session:
             execute(
                 session,
                 _FAIL,
                 {
-                    **key,
-                    "attempt": attempt,
+                    **claim.key,
+                    "attempt": claim.attempt,
                     "new_status": EventStatus.DEAD if dead else EventStatus.FAILED,
                     "error": redact(f"{type(exc).__name__}: {exc}")[:2000],
                     "trace": redact("".join(traceback.format_exception(exc)))[-20000:],
@@ -224,7 +226,7 @@ def _record_failure(db: Database, key: dict[str, str], attempt: int, exc: Except
             )
     except Exception:
         # The database itself is failing; Dramatiq's retry (or the sweeper) will come back to it.
-        log.exception("could not record the failure of event %s", key["event_id"])
+        log.exception("could not record the failure of event %s", claim.event_id)
 
 
 # The event row's statements, built once. Claiming is one UPDATE ... RETURNING: it checks the status,
@@ -237,10 +239,7 @@ _CLAIM = (
     .values(status=EventStatus.PROCESSING, attempts=_EVENTS.c.attempts + 1, updated_at=bindparam("now"))
     .returning(_EVENTS.c.attempts, _EVENTS.c.type, _EVENTS.c.payload)
 )
-# Spelled out rather than NOT IN (...): SQLAlchemy rewrites an IN list's SQL on every execution.
-_CLAIM_UNFINISHED = Prepared(
-    _CLAIM.where(and_(*(_EVENTS.c.status != status for status in FINISHED_STATUSES)))
-)
+_CLAIM_UNFINISHED = Prepared(_CLAIM.where(_EVENTS.c.status.not_in(FINISHED_STATUSES)))
 _CLAIM = Prepared(_CLAIM)
 _STATUS = Prepared(select(_EVENTS.c.type, _EVENTS.c.status, _EVENTS.c.attempts).where(_THIS_EVENT))
 _FINISH = Prepared(
