@@ -3,9 +3,9 @@
 from models.customers import Alert, Customer, CustomerNote, CustomerStripeId, SubscriptionEnd
 from models.db import Database, advisory_lock, dialect_insert, insert_ignore, upsert_many, upsert_newer
 from models.events import FINISHED_STATUSES, Event, EventStatus
-from models.payments import Charge, Refund
+from models.payments import Charge, Dispute, Refund
 from models.reconcile import ReconcileRun
-from models.sales import FunnelPurchase, Invoice, InvoicePayment
+from models.sales import FunnelPurchase, Invoice, InvoicePayment, Subscription
 
 __all__ = [
     "Alert",
@@ -16,6 +16,7 @@ __all__ = [
     "advisory_lock",
     "dialect_insert",
     "Charge",
+    "Dispute",
     "Database",
     "Event",
     "EventStatus",
@@ -25,6 +26,7 @@ __all__ = [
     "InvoicePayment",
     "ReconcileRun",
     "Refund",
+    "Subscription",
     "insert_ignore",
     "upsert_many",
     "upsert_newer",

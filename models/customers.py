@@ -62,7 +62,7 @@ class Alert(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     key: str = Field(max_length=300)  # "access_revocation:re_...", "dispute:dp_..."
-    kind: str = Field(max_length=32)  # access_revocation | dispute
+    kind: str = Field(max_length=32)  # access_revocation | dispute | payment_failed
     status: str = Field(default="open", max_length=16)  # open | acknowledged | resolved
     customer_email: str | None = Field(default=None, max_length=320)
     product: str | None = Field(default=None, max_length=500)
@@ -73,13 +73,14 @@ class Alert(SQLModel, table=True):
     currency: str | None = Field(default=None, max_length=3)
     message: str = Field(sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # When what the alert says last changed (a fact that arrived later, a dispute's new status).
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     acknowledged_by: str | None = Field(default=None, max_length=200)
     acknowledged_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     resolved_by: str | None = Field(default=None, max_length=200)
     resolved_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     resolution_note: str | None = Field(default=None, sa_column=Column(Text))
     # Delivery to ALERT_WEBHOOK_URL: pending | sending | sent | not_configured
-
     delivery_status: str = Field(default="pending", max_length=16)
     delivery_attempts: int = 0
     last_delivery_error: str | None = Field(default=None, sa_column=Column(Text))
@@ -97,7 +98,7 @@ class SubscriptionEnd(SQLModel, table=True):
     stripe_customer_id: str | None = Field(default=None, max_length=255)
     canceled_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     access_ends_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    rule: str = Field(max_length=32)  # immediately_unpaid | end_of_paid_period
+    rule: str = Field(max_length=32)  # immediately_unpaid | end_of_paid_period | plan_completed
     unpaid_invoices: int = 0
     version: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -63,8 +63,13 @@ class Invoice(SQLModel, table=True):
     billing_reason: str | None = Field(default=None, max_length=64)
     status: str | None = Field(default=None, max_length=32)
     amount_paid: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    # What the invoice asks for: a failed installment's amount (nothing was paid yet).
+    amount_due: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     currency: str = Field(max_length=3)
     product: str | None = Field(default=None, sa_column=Column(Text))
+    # Failed payments: how many attempts were made, and when Stripe tries again (None: no more tries).
+    attempt_count: int = 0
+    next_payment_attempt: datetime | None = Field(default=None, sa_type=UTCDateTime)
     price_id: str | None = Field(default=None, max_length=255)
     # Only in payloads before API version 2025-03-31; later ones link through invoice payments.
     charge_id: str | None = Field(default=None, max_length=255)
@@ -93,5 +98,30 @@ class InvoicePayment(SQLModel, table=True):
     currency: str | None = Field(default=None, max_length=3)
     status: str | None = Field(default=None, max_length=32)
     paid_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    version: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Subscription(SQLModel, table=True):
+    """A Stripe subscription as its last `customer.subscription.*` event (or the nightly run) showed it.
+
+    A ClickFunnels payment plan is a subscription the funnel cancels after N paid invoices; whether a
+    cancellation completed a plan or ended it early is decided from its paid invoices (handlers.plans).
+    """
+
+    __tablename__ = "subscriptions"
+    __table_args__ = (Index("ix_subscriptions_customer", "customer"),)
+
+    id: str = Field(primary_key=True, max_length=255)
+    account: str = Field(default="", max_length=255)
+    customer: str | None = Field(default=None, max_length=255)
+    status: str = Field(max_length=32)  # active | past_due | unpaid | canceled | incomplete | trialing ...
+    cancel_at_period_end: bool = False
+    canceled_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # End of the period paid for: `current_period_end` before 2025-03-31, per item from basil on.
+    current_period_end: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    cancellation_reason: str | None = Field(default=None, max_length=64)
+    created: datetime | None = Field(default=None, sa_type=UTCDateTime)
     version: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
