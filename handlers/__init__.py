@@ -7,7 +7,7 @@ stay in the event log and can be replayed once a handler exists.
 from __future__ import annotations
 
 from handlers.context import FetchContext, Handler, HandlerContext, UnprocessableEvent
-from handlers.disputes import record_dispute
+from handlers.disputes import fetch_disputed_charge, record_dispute
 from handlers.payments import (
     fetch_charge_links,
     fetch_invoice_links,
@@ -18,12 +18,14 @@ from handlers.payments import (
 )
 from handlers.purchases import record_funnel_purchase
 from handlers.refunds import record_refund_event
-from handlers.subscriptions import fetch_unpaid_invoices, record_subscription_end
+from handlers.subscriptions import fetch_subscription_facts, record_subscription
 
 _charge = Handler(apply=record_charge, fetch=fetch_charge_links)
 _invoice = Handler(apply=record_invoice, fetch=fetch_invoice_links)
 _invoice_payment = Handler(apply=record_invoice_payment, fetch=fetch_invoice_payment_links)
 _refund = Handler(apply=record_refund_event)
+_dispute = Handler(apply=record_dispute, fetch=fetch_disputed_charge)
+_subscription = Handler(apply=record_subscription, fetch=fetch_subscription_facts)
 
 DISPATCH: dict[str, Handler] = {
     "charge.succeeded": _charge,
@@ -37,9 +39,16 @@ DISPATCH: dict[str, Handler] = {
     "refund.failed": _refund,
     "invoice.paid": _invoice,
     "invoice.payment_succeeded": _invoice,
+    "invoice.payment_failed": _invoice,
     "invoice_payment.paid": _invoice_payment,
-    "charge.dispute.created": Handler(apply=record_dispute),
-    "customer.subscription.deleted": Handler(apply=record_subscription_end, fetch=fetch_unpaid_invoices),
+    "charge.dispute.created": _dispute,
+    "charge.dispute.updated": _dispute,
+    "charge.dispute.closed": _dispute,
+    "charge.dispute.funds_withdrawn": _dispute,
+    "charge.dispute.funds_reinstated": _dispute,
+    "customer.subscription.created": _subscription,
+    "customer.subscription.updated": _subscription,
+    "customer.subscription.deleted": _subscription,
 }
 
 

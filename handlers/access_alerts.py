@@ -26,6 +26,9 @@ class AlertDraft:
     amount: int | None
     currency: str | None
     message: str
+    # What the alert's subject is now (a dispute's status, a failed invoice's state). A change of it is
+    # news and is sent again; a fact filled in later (a kept charge, a customer) only updates the alert.
+    state: str | None = None
 
 
 def product_identity(row: SaleRow) -> str:

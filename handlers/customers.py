@@ -11,12 +11,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import timedelta
 
-from sqlalchemy import bindparam, or_, select, union
+from sqlalchemy import bindparam, or_, select, union, update
 from sqlmodel import Session
 
 from handlers.access_alerts import AlertDraft, access_alert, kept_duplicate
+from handlers.dispute_alerts import dispute_alert
+from handlers.payment_failed_alerts import payment_failed_alert
+from handlers.plans import PlanRow, build_plans, plan_end_note
+from handlers.ranks import COUNTED_REFUND_STATUSES
 from handlers.refund_notes import refund_note_text
-from handlers.sales_view import COUNTED_REFUND_STATUSES, SaleRow, load_customer_facts
+from handlers.sales_view import SaleRow, load_customer_facts
 from models import (
     Alert,
     Charge,
@@ -27,9 +31,11 @@ from models import (
     Invoice,
     InvoicePayment,
     Refund,
+    SubscriptionEnd,
     advisory_lock,
     dialect_insert,
     insert_ignore,
+    upsert_many,
 )
 from models.db import built_once, execute
 from models.prepared import Prepared
@@ -152,25 +158,115 @@ def _refund_that_completed(sale: SaleRow, refunds: list[Refund]) -> Refund | Non
     return None
 
 
-def _raise(session: Session, draft: AlertDraft) -> int | None:
-    """Insert the alert once; return its id when it is new (so it can be delivered)."""
+def upsert_alert(session: Session, draft: AlertDraft) -> int | None:
+    """Raise the alert once by its key, or bring the stored one up to date in place.
+
+    Returns the alert's id when it must be sent: when it is new, or when its state changed (a dispute
+    won or lost, a failed payment paid on retry). Facts filled in later (the kept purchase's charge, the
+    customer of a dispute) update the same alert without sending it again. A change of state reopens an
+    alert staff had resolved: there is news to act on.
+    """
+    now = utcnow()
     new = insert_ignore(
-        session, Alert, {**draft.__dict__, "status": "open", "created_at": utcnow()}, conflict_on=["key"]
+        session,
+        Alert,
+        {**draft.__dict__, "status": "open", "created_at": now, "updated_at": now},
+        conflict_on=["key"],
     )
-    if not new:
+    stored = execute(session, _ALERT_BY_KEY, {"key": draft.key}).first()
+    if new:
+        return stored.id
+    if all(getattr(stored, name) == value for name, value in draft.__dict__.items()):
         return None
-    return execute(session, _ALERT_ID, {"key": draft.key}).scalar_one()
+    material = stored.state != draft.state
+    changes = {**draft.__dict__, "updated_at": now}
+    if material:
+        changes.update(status="open", delivery_status="pending", claimed_at=None, delivery_attempts=0)
+    session.connection().execute(
+        update(Alert.__table__).where(Alert.__table__.c.id == stored.id).values(changes)
+    )
+    return stored.id if material else None
 
 
-_ALERT_ID = Prepared(select(Alert.__table__.c.id).where(Alert.__table__.c.key == bindparam("key")))
+_ALERT_BY_KEY = Prepared(select(Alert.__table__).where(Alert.__table__.c.key == bindparam("key")))
+
+
+def _write_plan_end(session: Session, email: str, plan: PlanRow) -> None:
+    """A cancelled or completed plan: its note on the customer's record, and when access ends."""
+    rule = (
+        "plan_completed"
+        if plan.status == "completed"
+        else ("immediately_unpaid" if plan.unpaid_invoices else "end_of_paid_period")
+    )
+    now = utcnow()
+    upsert_many(
+        session,
+        SubscriptionEnd,
+        [
+            {
+                "subscription_id": plan.subscription_id,
+                "customer_email": email,
+                "stripe_customer_id": None,
+                "canceled_at": plan.canceled_at,
+                "access_ends_at": plan.access_ends_at,
+                "rule": rule,
+                "unpaid_invoices": plan.unpaid_invoices,
+                "version": 0,
+                "updated_at": now,
+            }
+        ],
+        keep_on_update=("stripe_customer_id",),
+    )
+    insert = dialect_insert(session)(CustomerNote.__table__).values(
+        key=f"subscription_end:{plan.subscription_id}",
+        email=email,
+        kind="subscription_end",
+        text=plan_end_note(plan),
+        created_at=plan.canceled_at or now,
+        updated_at=now,
+    )
+    session.connection().execute(
+        insert.on_conflict_do_update(
+            index_elements=["key"],
+            set_={"text": insert.excluded.text, "updated_at": insert.excluded.updated_at},
+            where=CustomerNote.__table__.c.text != insert.excluded.text,
+        )
+    )
+
+
+def _dispute_alerts(rows: list[SaleRow], disputes) -> list[AlertDraft]:
+    by_charge = {r.charge_id: r for r in rows if r.charge_id}
+    drafts = []
+    for dispute in disputes:
+        sale = by_charge.get(dispute.charge)
+        if sale is not None:
+            drafts.append(dispute_alert(dispute, sale, sale.customer_email, sale.product))
+    return drafts
+
+
+def _payment_failed_alerts(rows: list[SaleRow], invoices) -> list[AlertDraft]:
+    invoice_by_id = {i.id: i for i in invoices}
+    by_invoice: dict[str, list[SaleRow]] = {}
+    for row in rows:
+        if row.invoice_id and row.subscription_id:
+            by_invoice.setdefault(row.invoice_id, []).append(row)
+    drafts = []
+    for invoice_id, group in by_invoice.items():
+        failed = [r for r in group if r.status == "failed"]
+        if not failed:
+            continue
+        paid = next((r for r in group if r.took_money), None)
+        latest = max(failed, key=lambda r: (r.paid_at is not None, r.paid_at, r.charge_id or ""))
+        drafts.append(payment_failed_alert(latest, paid, invoice_by_id.get(invoice_id)))
+    return drafts
 
 
 def refresh_customers(
     session: Session, emails: Iterable[str], *, window: timedelta | None = None
 ) -> list[int]:
-    """Bring each customer's record up to date; return the ids of alerts raised just now."""
+    """Bring each customer's record up to date; return the ids of alerts to send (new or changed)."""
     window = window or DUPLICATE_WINDOW
-    raised: list[int] = []
+    to_send: list[int] = []
 
     for email in sorted({e for e in emails if e}):
         advisory_lock(session, f"customer:{email}")  # see models.db.advisory_lock
@@ -178,9 +274,8 @@ def refresh_customers(
         rows = facts.view()
 
         _link_customer(session, email, rows)
+        drafts: list[AlertDraft] = []
         by_charge = {r.charge_id: r for r in rows if r.charge_id}
-        if not by_charge:
-            continue
         refunds_by_charge: dict[str, list[Refund]] = {}
         for refund in (r for r in facts.refunds if r.charge in by_charge):
             _write_note(session, email, refund, by_charge.get(refund.charge))
@@ -192,14 +287,21 @@ def refresh_customers(
             completing = _refund_that_completed(sale, charge_refunds)
             kept = kept_duplicate(sale, rows, window) if completing else None
             if completing and kept:
-                alert_id = _raise(session, access_alert(completing.id, sale, kept))
-                if alert_id is not None:
-                    raised.append(alert_id)
-    return raised
+                drafts.append(access_alert(completing.id, sale, kept))
+        drafts += _dispute_alerts(rows, facts.disputes)
+        drafts += _payment_failed_alerts(rows, facts.invoices)
+        for plan in build_plans(facts, rows):
+            if plan.status in ("completed", "cancelled"):
+                _write_plan_end(session, email, plan)
+        for draft in drafts:
+            alert_id = upsert_alert(session, draft)
+            if alert_id is not None:
+                to_send.append(alert_id)
+    return to_send
 
 
 def raise_alert(session: Session, draft: AlertDraft) -> int | None:
-    """Raise an alert that does not come from a customer refresh (a dispute)."""
+    """Raise (or update) an alert that no customer refresh can: a dispute whose customer is unknown."""
     if draft.customer_email:
         insert_ignore(session, Customer, {"email": draft.customer_email, "created_at": utcnow()})
-    return _raise(session, draft)
+    return upsert_alert(session, draft)

@@ -10,13 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import update
 from sqlmodel import func, select
 
 from handlers.context import FetchContext, HandlerContext
 from handlers.customers import emails_for_charges, refresh_customers
 from handlers.fields import object_id
 from handlers.funnel import normalise_email
-from handlers.ranks import CHARGE_TIES
+from handlers.ranks import CHARGE_TIES, COUNTED_REFUND_STATUSES
 from handlers.refunds import record_refund
 from handlers.stripe_shapes import (
     charge_email,
@@ -53,8 +54,9 @@ class Fetched:
     invoice_payments: list[dict[str, Any]] = field(default_factory=list)
     refunds: list[dict[str, Any]] = field(default_factory=list)
     # The email of the event's Stripe customer, when the charge itself carries none.
-
     customer_email: str | None = None
+    # Stripe said the event's payment belongs to no invoice (a one-time sale): remembered on the charge.
+    no_invoice: bool = False
 
 
 # --- writes ----------------------------------------------------------------------------------------
@@ -128,9 +130,13 @@ def _known(ctx: FetchContext, model, **where: str) -> bool:
         return session.exec(query.limit(1)).first() is not None
 
 
-def _invoice_link_known(ctx: FetchContext, payment_intent: str) -> bool:
-    return _known(ctx, InvoicePayment, payment_intent_id=payment_intent) or _known(
-        ctx, Invoice, payment_intent_id=payment_intent
+def _invoice_link_known(ctx: FetchContext, payment_intent: str, charge_id: str) -> bool:
+    """Whether asking Stripe for the payment's invoice would tell us nothing new: the link is stored,
+    or Stripe already said there is none (every event of a one-time charge would ask again)."""
+    return (
+        _known(ctx, InvoicePayment, payment_intent_id=payment_intent)
+        or _known(ctx, Invoice, payment_intent_id=payment_intent)
+        or _known(ctx, Charge, id=charge_id, no_invoice=True)
     )
 
 
@@ -138,9 +144,9 @@ def _invoice_link_known(ctx: FetchContext, payment_intent: str) -> bool:
 
 
 def fetch_charge_links(ctx: FetchContext) -> Fetched | None:
-    """The invoice a paid charge belongs to, when neither the payload nor the database says."""
+    """The invoice a paid (or failed) charge belongs to, when neither the payload nor the database says."""
     charge = ctx.object
-    if ctx.stripe is None or charge.get("status") != "succeeded":
+    if ctx.stripe is None or charge.get("status") not in ("succeeded", "failed"):
         return None
     fetched = Fetched()
     invoice_id = object_id(charge.get("invoice"))
@@ -148,7 +154,7 @@ def fetch_charge_links(ctx: FetchContext) -> Fetched | None:
     if invoice_id:  # before 2025-03-31: the charge names its invoice; we may lack its subscription
         if not _known(ctx, Invoice, id=invoice_id):
             fetched.invoices.append(ctx.stripe.get(f"/v1/invoices/{invoice_id}", account=ctx.account))
-    elif payment_intent and not _invoice_link_known(ctx, payment_intent):
+    elif payment_intent and not _invoice_link_known(ctx, payment_intent, charge["id"]):
         page = ctx.stripe.get(
             "/v1/invoice_payments",
             {
@@ -158,6 +164,7 @@ def fetch_charge_links(ctx: FetchContext) -> Fetched | None:
             account=ctx.account,
         )
         fetched.invoice_payments.extend(page.get("data") or [])
+        fetched.no_invoice = not fetched.invoice_payments
     if _refunds_missing(ctx, charge):
         # Since API version 2022-11-15 a charge no longer lists its refunds: without them a refund
         # seen only through charge.refunded would get no note.
@@ -179,7 +186,14 @@ def _refunds_missing(ctx: FetchContext, charge: dict[str, Any]) -> bool:
     if not refunded or isinstance(charge.get("refunds"), dict) and charge["refunds"].get("data"):
         return False
     with ctx.session_factory() as session:
-        known = session.exec(select(func.sum(Refund.amount)).where(Refund.charge == charge["id"])).one() or 0
+        known = (
+            session.exec(
+                select(func.sum(Refund.amount)).where(
+                    Refund.charge == charge["id"], Refund.status.in_(COUNTED_REFUND_STATUSES)
+                )
+            ).one()
+            or 0
+        )
     return known < refunded
 
 
@@ -204,6 +218,10 @@ def _refresh(ctx: HandlerContext, charge_ids: set[str], emails: set[str | None] 
 def record_charge(ctx: HandlerContext) -> None:
     advisory_lock(ctx.session, f"charge:{ctx.object.get('id')}")  # before reading: see advisory_lock
     upsert_charge(ctx, ctx.object)
+    if ctx.fetched is not None and ctx.fetched.no_invoice:
+        ctx.session.connection().execute(
+            update(Charge.__table__).where(Charge.__table__.c.id == ctx.object["id"]).values(no_invoice=True)
+        )
 
     apply_fetched(ctx)
     _refresh(ctx, {ctx.object["id"]})
@@ -213,9 +231,10 @@ def record_charge(ctx: HandlerContext) -> None:
 
 
 def fetch_invoice_links(ctx: FetchContext) -> Fetched | None:
-    """The payment (and its charge) behind a paid invoice, when the payload does not carry it."""
+    """The payment (and its charge) behind a paid invoice, or behind a failed attempt to pay one,
+    when the payload does not carry it."""
     invoice = ctx.object
-    if ctx.stripe is None or not invoice_is_paid(invoice):
+    if ctx.stripe is None or not (invoice_is_paid(invoice) or invoice.get("attempt_count")):
         return None
     fetched = Fetched()
     charge_id = object_id(invoice.get("charge"))

@@ -31,3 +31,7 @@ refund_status = _by_order(["pending", "requires_action", "succeeded", "failed", 
 
 CHARGE_TIES = {"amount_refunded": as_number, "refunded": as_flag}
 REFUND_TIES = {"status": refund_status}
+
+# Refund statuses that take money back (or will); failed and canceled refunds return nothing. Every
+# refunded total (the sales view, notes, the nightly report, "are refunds missing?") counts only these.
+COUNTED_REFUND_STATUSES = ("succeeded", "pending", "requires_action")

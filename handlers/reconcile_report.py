@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.orm import aliased
 
+from handlers.ranks import COUNTED_REFUND_STATUSES
 from models import Charge, FunnelPurchase, Invoice, InvoicePayment, Refund
 from models.types import iso
 
 if TYPE_CHECKING:
     from handlers.reconcile import Counts
 
-COUNTED_REFUND_STATUSES = ("succeeded", "pending", "requires_action")
 SAMPLE = 20
 
 

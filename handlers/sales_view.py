@@ -17,7 +17,18 @@ from typing import Any
 from sqlalchemy import bindparam, select
 from sqlmodel import Session
 
-from models import Charge, FunnelPurchase, Invoice, InvoicePayment, Refund
+from handlers.matching import FunnelRecord, Matches, Payment, match
+from handlers.ranks import COUNTED_REFUND_STATUSES
+from models import (
+    Charge,
+    CustomerStripeId,
+    Dispute,
+    FunnelPurchase,
+    Invoice,
+    InvoicePayment,
+    Refund,
+    Subscription,
+)
 from models.db import execute
 from models.prepared import Prepared
 from models.types import iso
@@ -25,9 +36,12 @@ from models.types import iso
 # Sorts before every real time; aware, like every datetime the models hand back.
 EARLIEST = datetime.min.replace(tzinfo=UTC)
 
-# Refund statuses that take money back (or will); failed and canceled ones do not.
-
-COUNTED_REFUND_STATUSES = {"succeeded", "pending", "requires_action", None}
+# A dispute in these states still holds the money in question; `lost` took it; the rest returned it.
+OPEN_DISPUTE_STATUSES = frozenset(
+    {"warning_needs_response", "warning_under_review", "needs_response", "under_review"}
+)
+# Statuses of a row that took money (and count in the view's gross).
+PAID_STATUSES = frozenset({"paid", "refunded", "partially_refunded", "disputed", "dispute_lost"})
 
 
 @dataclass
@@ -49,22 +63,26 @@ class SaleRow:
     funnel_purchase_id: str | None
     stripe_customer_id: str | None = None
     found_by: str | None = None  # webhook | reconcile | funnel
+    # paid | refunded | partially_refunded | failed | disputed | dispute_lost
+    status: str = "paid"
+    dispute_id: str | None = None
+    dispute_status: str | None = None
+    failure_message: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         row = asdict(self)
         row["paid_at"] = iso(self.paid_at)
         return row
 
+    @property
+    def took_money(self) -> bool:
+        return self.status in PAID_STATUSES
+
 
 class _Links:
-    """Lookups from a charge to its invoice and to its funnel purchase, in both API shapes."""
+    """Lookups from a charge to its invoice (and so its subscription), in both API shapes."""
 
-    def __init__(
-        self,
-        invoices: Sequence[Invoice],
-        invoice_payments: Sequence[InvoicePayment],
-        purchases: Sequence[FunnelPurchase],
-    ) -> None:
+    def __init__(self, invoices: Sequence[Invoice], invoice_payments: Sequence[InvoicePayment]) -> None:
         self.invoice_by_id = {i.id: i for i in invoices}
         self.invoice_by_charge = {i.charge_id: i for i in invoices if i.charge_id}
         self.invoice_by_intent = {i.payment_intent_id: i for i in invoices if i.payment_intent_id}
@@ -72,13 +90,6 @@ class _Links:
             p.payment_intent_id: p.invoice_id for p in invoice_payments if p.payment_intent_id
         }
         self.invoice_id_by_charge = {p.charge_id: p.invoice_id for p in invoice_payments if p.charge_id}
-        self.purchase_by_payment: dict[str, FunnelPurchase] = {}
-        self.purchase_by_subscription: dict[str, FunnelPurchase] = {}
-        for purchase in sorted(purchases, key=lambda p: (p.purchase_id, p.product_key)):
-            if purchase.charge_id:
-                self.purchase_by_payment.setdefault(purchase.charge_id, purchase)
-            if purchase.subscription_id:
-                self.purchase_by_subscription.setdefault(purchase.subscription_id, purchase)
 
     def invoice_for(self, charge: Charge) -> Invoice | None:
         invoice_id = (
@@ -92,28 +103,19 @@ class _Links:
             self.invoice_by_intent.get(charge.payment_intent) if charge.payment_intent else None
         )
 
-    def subscription_for(self, charge: Charge, invoice: Invoice | None) -> str | None:
-        if invoice and invoice.subscription_id:
-            return invoice.subscription_id
-        for invoice_id in (charge.invoice_id, self.invoice_id_by_intent.get(charge.payment_intent or "")):
-            # An invoice payment may name an invoice we have not stored yet: no subscription known.
-            if invoice_id and invoice_id in self.invoice_by_id:
-                return self.invoice_by_id[invoice_id].subscription_id
-        return None
 
-    def purchase_for(self, charge: Charge, subscription_id: str | None) -> tuple[FunnelPurchase | None, bool]:
-        """The funnel purchase and whether the funnel itself recorded this very payment."""
-        for key in (charge.id, charge.payment_intent):
-            if key and key in self.purchase_by_payment:
-                return self.purchase_by_payment[key], True
-        if subscription_id and subscription_id in self.purchase_by_subscription:
-            return self.purchase_by_subscription[subscription_id], False
-        return None, False
+def refunded_amount(charge: Charge, refunds: Iterable[Refund]) -> int:
+    """What was taken back: the counted refunds, or the charge's own total when it is the newer word.
 
-
-def _refunded(charge: Charge, refunds: Iterable[Refund]) -> int:
+    A charge's `amount_refunded` falls again when a refund fails, but only a later charge event says
+    so; a refund that failed after the charge was last described overrules the charge's figure.
+    """
+    refunds = list(refunds)
     counted = sum(r.amount for r in refunds if r.status in COUNTED_REFUND_STATUSES)
-    return max(charge.amount_refunded or 0, counted)
+    stated = charge.amount_refunded or 0
+    if any(r.status not in COUNTED_REFUND_STATUSES and r.version >= charge.version for r in refunds):
+        return counted
+    return max(stated, counted)
 
 
 def _kind(subscription_id: str | None, purchase: FunnelPurchase | None) -> tuple[str, int | None]:
@@ -124,90 +126,128 @@ def _kind(subscription_id: str | None, purchase: FunnelPurchase | None) -> tuple
     return "one_time", None
 
 
+def _status(row: SaleRow, dispute: Dispute | None) -> str:
+    if row.status == "failed":
+        return "failed"
+    if dispute is not None and dispute.status == "lost":
+        return "dispute_lost"
+    if dispute is not None and dispute.status in OPEN_DISPUTE_STATUSES:
+        return "disputed"
+    if row.refunded_amount >= row.amount > 0:
+        return "refunded"
+    if row.refunded_amount > 0:
+        return "partially_refunded"
+    return "paid"
+
+
+def _record(purchase: FunnelPurchase) -> FunnelRecord:
+    return FunnelRecord(
+        purchase_id=purchase.purchase_id,
+        product_key=purchase.product_key,
+        product_name=purchase.product_name,
+        payment_id=purchase.charge_id,
+        subscription_id=purchase.subscription_id,
+        purchased_at=purchase.purchased_at,
+        origin=purchase.origin,
+    )
+
+
 def build_sales_view(
     charges: Sequence[Charge],
     invoices: Sequence[Invoice],
     invoice_payments: Sequence[InvoicePayment],
     refunds: Sequence[Refund],
     purchases: Sequence[FunnelPurchase],
+    disputes: Sequence[Dispute] = (),
 ) -> list[SaleRow]:
-    """One row per payment, oldest first; installment k of N is the k-th payment of its subscription."""
-    links = _Links(invoices, invoice_payments, purchases)
+    """One row per payment attempt, oldest first; installment k of N is the k-th invoice of its
+    subscription (a failed attempt and the retry that paid the same invoice share k)."""
+    links = _Links(invoices, invoice_payments)
     refunds_by_charge: dict[str, list[Refund]] = defaultdict(list)
     for refund in refunds:
         if refund.charge:
             refunds_by_charge[refund.charge].append(refund)
+    dispute_of_charge = {
+        d.charge: d for d in sorted(disputes, key=lambda d: (d.created or EARLIEST, d.id)) if d.charge
+    }
+    purchase_of_record = {(p.purchase_id, p.product_key): p for p in purchases}
+
+    shown = [c for c in charges if c.status in ("succeeded", "failed")]
+    invoice_of = {c.id: links.invoice_for(c) for c in shown}
+    matches = match(
+        [_record(p) for p in purchases],
+        [
+            Payment(
+                charge_id=c.id,
+                payment_intent_id=c.payment_intent,
+                succeeded=c.status == "succeeded",
+                created=c.created,
+                subscription_id=invoice_of[c.id].subscription_id if invoice_of[c.id] else None,
+                billing_reason=invoice_of[c.id].billing_reason if invoice_of[c.id] else None,
+            )
+            for c in shown
+        ],
+    )
+
+    def purchase_of(sale) -> FunnelPurchase:
+        return purchase_of_record[(sale.first.purchase_id, sale.first.product_key)]
 
     rows: list[SaleRow] = []
-    recorded_by_funnel: set[tuple[str, str]] = set()
-    for charge in charges:
-        if charge.status != "succeeded":
-            continue
-        invoice = links.invoice_for(charge)
-        subscription_id = links.subscription_for(charge, invoice)
-        purchase, funnel_recorded = links.purchase_for(charge, subscription_id)
-        if purchase is not None and funnel_recorded:
-            recorded_by_funnel.add((purchase.purchase_id, purchase.product_name))
-
+    for charge in shown:
+        invoice = invoice_of[charge.id]
+        subscription_id = invoice.subscription_id if invoice else None
+        sale, funnel_recorded = matches.sale_of_charge.get(charge.id, (None, False))
+        purchase = purchase_of(sale) if sale is not None else None
+        subscription_id = subscription_id or (sale.subscription_id if funnel_recorded and sale else None)
         kind, total = _kind(subscription_id, purchase)
-        rows.append(
-            SaleRow(
-                charge_id=charge.id,
-                payment_intent_id=charge.payment_intent,
-                customer_email=charge.customer_email
-                or (invoice.customer_email if invoice else None)
-                or (purchase.customer_email if purchase else None),
-                product=(purchase.product_name if purchase else None)
-                or (invoice.product if invoice else None)
-                or charge.description,
-                amount=charge.amount,
-                currency=charge.currency,
-                paid_at=charge.created,
-                source="funnel" if funnel_recorded else "stripe",
-                kind=kind,
-                installment=None,
-                installments_total=total,
-                subscription_id=subscription_id,
-                invoice_id=invoice.id if invoice else charge.invoice_id,
-                refunded_amount=_refunded(charge, refunds_by_charge.get(charge.id, ())),
-                funnel_purchase_id=purchase.purchase_id if purchase else None,
-                stripe_customer_id=charge.customer,
-                found_by=charge.found_by,
-            )
+        failed = charge.status == "failed"
+        row = SaleRow(
+            charge_id=charge.id,
+            payment_intent_id=charge.payment_intent,
+            customer_email=charge.customer_email
+            or (invoice.customer_email if invoice else None)
+            or (purchase.customer_email if purchase else None),
+            product=(purchase.product_name if purchase else None)
+            or (invoice.product if invoice else None)
+            or charge.description,
+            amount=charge.amount,
+            currency=charge.currency,
+            paid_at=charge.created,
+            source="funnel" if funnel_recorded else "stripe",
+            kind=kind,
+            installment=None,
+            installments_total=total,
+            subscription_id=subscription_id,
+            invoice_id=invoice.id if invoice else charge.invoice_id,
+            refunded_amount=0 if failed else refunded_amount(charge, refunds_by_charge.get(charge.id, ())),
+            funnel_purchase_id=purchase.purchase_id if purchase else None,
+            stripe_customer_id=charge.customer,
+            found_by=charge.found_by,
+            status="failed" if failed else "paid",
+            failure_message=charge.failure_message if failed else None,
         )
+        dispute = None if failed else dispute_of_charge.get(charge.id)
+        row.status = _status(row, dispute)
+        if dispute is not None:
+            row.dispute_id, row.dispute_status = dispute.id, dispute.status
+        rows.append(row)
 
-    rows.extend(_funnel_only_rows(purchases, recorded_by_funnel, rows))
-    _number_installments(rows)
+    rows.extend(_funnel_only_rows(matches, purchase_of))
+    rows.extend(_failed_invoice_rows(invoices, rows, matches, purchase_of))
+    _number_installments(rows, links.invoice_by_id)
     rows.sort(
         key=lambda r: (r.paid_at is None, r.paid_at or EARLIEST, r.charge_id or r.payment_intent_id or "")
     )
     return rows
 
 
-def _funnel_only_rows(
-    purchases: Sequence[FunnelPurchase], recorded: set[tuple[str, str]], stripe_rows: list[SaleRow]
-) -> list[SaleRow]:
-    """Purchases the funnel recorded whose Stripe payment we have not seen (yet).
-
-    One purchase can be stored twice, from its webhook (keyed by product id) and from a sales export
-    (keyed by product name): it is still one sale, so such rows are shown once.
-    """
-    first_payment_seen = {
-        r.subscription_id for r in stripe_rows if r.subscription_id and r.source == "funnel"
-    }
-    payments_seen = {key for r in stripe_rows for key in (r.charge_id, r.payment_intent_id) if key}
-    shown = {(purchase_id, name.strip().lower()) for purchase_id, name in recorded}
+def _funnel_only_rows(matches: Matches, purchase_of) -> list[SaleRow]:
+    """Sales the funnel recorded whose Stripe payment we have not seen (yet): one row each."""
     rows = []
-    for purchase in purchases:
-        identity = (purchase.purchase_id, purchase.product_name.strip().lower())
-        if identity in shown or (purchase.charge_id and purchase.charge_id in payments_seen):
-            continue
-        if purchase.subscription_id and purchase.subscription_id in first_payment_seen:
-            continue
-        shown.add(identity)
-
-        kind, total = _kind(purchase.subscription_id, purchase)
-        payment = purchase.charge_id or ""
+    for sale in matches.unpaid_sales():
+        purchase = purchase_of(sale)
+        kind, total = _kind(sale.subscription_id, purchase)
+        payment = sale.payment_id or ""
         rows.append(
             SaleRow(
                 charge_id=payment if payment.startswith("ch_") else None,
@@ -221,7 +261,7 @@ def _funnel_only_rows(
                 kind=kind,
                 installment=None,
                 installments_total=total,
-                subscription_id=purchase.subscription_id,
+                subscription_id=sale.subscription_id,
                 invoice_id=None,
                 refunded_amount=0,
                 funnel_purchase_id=purchase.purchase_id,
@@ -231,16 +271,73 @@ def _funnel_only_rows(
     return rows
 
 
-def _number_installments(rows: list[SaleRow]) -> None:
-    by_subscription: dict[str, list[SaleRow]] = defaultdict(list)
+def _failed_invoice_rows(
+    invoices: Sequence[Invoice], rows: list[SaleRow], matches: Matches, purchase_of
+) -> list[SaleRow]:
+    """A subscription invoice whose payment failed, known only from `invoice.payment_failed`: one
+    failed row, until the failed charge itself (or the retry that paid it) is stored."""
+    with_rows = {r.invoice_id for r in rows if r.invoice_id}
+    owner = {s.subscription_id: s for s in matches.sales if s.subscription_id}
+    failed = []
+    for invoice in invoices:
+        if invoice.id in with_rows or not invoice.subscription_id or invoice.status == "paid":
+            continue
+        if not invoice.attempt_count:
+            continue
+        sale = owner.get(invoice.subscription_id)
+        purchase = purchase_of(sale) if sale is not None else None
+        kind, total = _kind(invoice.subscription_id, purchase)
+        failed.append(
+            SaleRow(
+                charge_id=None,
+                payment_intent_id=invoice.payment_intent_id,
+                customer_email=invoice.customer_email or (purchase.customer_email if purchase else None),
+                product=(purchase.product_name if purchase else None) or invoice.product,
+                amount=invoice.amount_due,
+                currency=invoice.currency,
+                paid_at=invoice.created,
+                source="stripe",
+                kind=kind,
+                installment=None,
+                installments_total=total,
+                subscription_id=invoice.subscription_id,
+                invoice_id=invoice.id,
+                refunded_amount=0,
+                funnel_purchase_id=purchase.purchase_id if purchase else None,
+                stripe_customer_id=invoice.customer,
+                found_by="webhook",
+                status="failed",
+            )
+        )
+    return failed
+
+
+def _number_installments(rows: list[SaleRow], invoice_by_id: dict[str, Invoice]) -> None:
+    """Number each subscription's payments by the invoice they paid (or tried to pay).
+
+    The funnel's own row of a first payment whose charge has not arrived is payment 1; an invoice with
+    `billing_reason: subscription_create` comes first; the others follow in time order.
+    """
+    slots: dict[str, dict[str, list[SaleRow]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
         if row.subscription_id:
-            by_subscription[row.subscription_id].append(row)
-    for group in by_subscription.values():
-        # The funnel's own record of the first payment sorts first on a tie: it is payment 1.
-        group.sort(key=lambda r: (r.paid_at or EARLIEST, r.found_by != "funnel", r.charge_id or ""))
-        for number, row in enumerate(group, start=1):
-            row.installment = number
+            slot = row.invoice_id or f"row:{id(row)}"
+            slots[row.subscription_id][slot].append(row)
+
+    def order(item: tuple[str, list[SaleRow]]):
+        slot, group = item
+        invoice = invoice_by_id.get(slot)
+        first = not invoice and any(r.source == "funnel" for r in group)
+        created = invoice.billing_reason == "subscription_create" if invoice else False
+        when = min((r.paid_at or EARLIEST for r in group), default=EARLIEST)
+        if invoice and invoice.created:
+            when = min(when, invoice.created)
+        return (not (first or created), when, slot)
+
+    for by_slot in slots.values():
+        for number, (_, group) in enumerate(sorted(by_slot.items(), key=order), start=1):
+            for row in group:
+                row.installment = number
 
 
 @dataclass
@@ -252,10 +349,12 @@ class SalesFacts:
     invoice_payments: Sequence[Any]
     refunds: Sequence[Any]
     purchases: Sequence[Any]
+    disputes: Sequence[Any] = ()
+    subscriptions: Sequence[Any] = ()
 
     def view(self) -> list[SaleRow]:
         return build_sales_view(
-            self.charges, self.invoices, self.invoice_payments, self.refunds, self.purchases
+            self.charges, self.invoices, self.invoice_payments, self.refunds, self.purchases, self.disputes
         )
 
 
@@ -298,7 +397,21 @@ def load_customer_facts(session: Session, customer_email: str) -> SalesFacts:
     ).all()
     paid = sorted({c.id for c in charges} | funnel_payments)
     refunds = execute(session, _REFUNDS_BY_CHARGE, {"ids": paid}).all() if paid else []
-    return SalesFacts(charges, invoices, invoice_payments, refunds, purchases)
+    disputes = execute(session, _DISPUTES_BY_CHARGE, {"ids": paid}).all() if paid else []
+    customers = sorted(
+        {c.customer for c in charges if c.customer} | {i.customer for i in invoices if i.customer}
+    )
+    subscriptions = execute(
+        session,
+        _SUBSCRIPTIONS_OF,
+        {"ids": sorted(subscriptions), "customers": customers, "email": customer_email},
+    ).all()
+    # A subscription known only by its Stripe customer (no payment or purchase names it yet): its
+    # invoices still say whether it was paid up when it ended.
+    unseen = sorted({s.id for s in subscriptions} - {i.subscription_id for i in invoices})
+    if unseen:
+        invoices = [*invoices, *execute(session, _INVOICES_BY_SUBSCRIPTION, {"ids": unseen}).all()]
+    return SalesFacts(charges, invoices, invoice_payments, refunds, purchases, disputes, subscriptions)
 
 
 _TABLES = (
@@ -307,6 +420,8 @@ _TABLES = (
     InvoicePayment.__table__,
     Refund.__table__,
     FunnelPurchase.__table__,
+    Dispute.__table__,
+    Subscription.__table__,
 )
 
 
@@ -323,6 +438,18 @@ _INVOICES_BY_EMAIL = Prepared(
 _INVOICES_BY_SUBSCRIPTION = _where_in(Invoice.__table__, "subscription_id")
 _INVOICE_PAYMENTS_BY_INVOICE = _where_in(InvoicePayment.__table__, "invoice_id")
 _REFUNDS_BY_CHARGE = _where_in(Refund.__table__, "charge")
+_DISPUTES_BY_CHARGE = _where_in(Dispute.__table__, "charge")
+_SUBSCRIPTIONS_OF = Prepared(
+    select(Subscription.__table__).where(
+        Subscription.__table__.c.id.in_(bindparam("ids", expanding=True))
+        | Subscription.__table__.c.customer.in_(bindparam("customers", expanding=True))
+        | Subscription.__table__.c.customer.in_(
+            select(CustomerStripeId.__table__.c.stripe_customer_id).where(
+                CustomerStripeId.__table__.c.email == bindparam("email")
+            )
+        )
+    )
+)
 _CHARGES_OF_CUSTOMER = Prepared(
     select(Charge.__table__).where(
         (Charge.__table__.c.customer_email == bindparam("email"))

@@ -61,6 +61,9 @@ def invoice_facts(invoice: dict[str, Any], *, account: str, version: int) -> dic
         "billing_reason": optional_str(invoice, "billing_reason", 64),
         "status": optional_str(invoice, "status", 32),
         "amount_paid": minor_units(invoice, "amount_paid", default=0),
+        "amount_due": minor_units(invoice, "amount_due", default=0),
+        "attempt_count": _count(invoice.get("attempt_count")),
+        "next_payment_attempt": _moment(invoice.get("next_payment_attempt")),
         "currency": required(invoice, "currency", str).lower(),
         "product": optional_str(line, "description", 1000) or optional_str(invoice, "description", 1000),
         "price_id": object_id(price),
@@ -70,6 +73,14 @@ def invoice_facts(invoice: dict[str, Any], *, account: str, version: int) -> dic
         "created": from_unix(invoice.get("created")),
         "version": version,
     }
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31 else 0
+
+
+def _moment(value: Any) -> Any:
+    return from_unix(value) if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def invoice_is_paid(invoice: dict[str, Any]) -> bool:
@@ -122,6 +133,8 @@ def charge_facts(
         "description": optional_str(charge, "description", 1000),
         "customer_email": charge_email(charge),
         "invoice_id": object_id(charge.get("invoice")),  # before 2025-03-31 only
+        "failure_code": optional_str(charge, "failure_code", 64),
+        "failure_message": optional_str(charge, "failure_message", 500),
         "livemode": bool(charge.get("livemode")),
         "created": from_unix(charge.get("created")),
         "version": version,
@@ -144,4 +157,51 @@ def refund_facts(
         "created": from_unix(refund.get("created")),
         "version": version,
         "last_event_id": event_id,
+    }
+
+
+def subscription_period_end(subscription: dict[str, Any]) -> int | None:
+    """End of the paid period: `current_period_end` before 2025-03-31, per item from basil on."""
+    if isinstance(subscription.get("current_period_end"), int):
+        return subscription["current_period_end"]
+    ends = [
+        item.get("current_period_end")
+        for item in (subscription.get("items") or {}).get("data") or []
+        if isinstance(item, dict) and isinstance(item.get("current_period_end"), int)
+    ]
+    return max(ends) if ends else None
+
+
+def subscription_facts(subscription: dict[str, Any], *, account: str, version: int) -> dict[str, Any]:
+    details = subscription.get("cancellation_details")
+    return {
+        "id": required(subscription, "id", str),
+        "account": account,
+        "customer": object_id(subscription.get("customer")),
+        "status": required(subscription, "status", str)[:32],
+        "cancel_at_period_end": subscription.get("cancel_at_period_end") is True,
+        "canceled_at": _moment(subscription.get("canceled_at")),
+        "ended_at": _moment(subscription.get("ended_at")),
+        "current_period_end": _moment(subscription_period_end(subscription)),
+        "cancellation_reason": optional_str(details, "reason", 64) if isinstance(details, dict) else None,
+        "created": _moment(subscription.get("created")),
+        "version": version,
+    }
+
+
+def dispute_facts(dispute: dict[str, Any], *, account: str, version: int) -> dict[str, Any]:
+    evidence = dispute.get("evidence_details")
+    return {
+        "id": required(dispute, "id", str),
+        "account": account,
+        "charge": object_id(dispute.get("charge")),
+        "payment_intent": object_id(dispute.get("payment_intent")),
+        "amount": minor_units(dispute, "amount"),
+        "currency": required(dispute, "currency", str).lower(),
+        "status": required(dispute, "status", str)[:32],
+        "reason": optional_str(dispute, "reason", 64),
+        "due_by": _moment(evidence.get("due_by")) if isinstance(evidence, dict) else None,
+        "is_charge_refundable": dispute.get("is_charge_refundable") is True,
+        "created": _moment(dispute.get("created")),
+        "version": version,
     }

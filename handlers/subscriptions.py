@@ -1,130 +1,94 @@
-"""Subscription cancellations (`customer.subscription.deleted`): when should access end?
+"""Subscriptions (`customer.subscription.created`, `.updated`, `.deleted`): their state as last described.
 
-The platform's rule (seed articles): a cancelled member is removed at once when payments are
-outstanding, otherwise at the end of the period already paid for.
+The state is stored as it comes (newest event wins); what it means for the seller (a plan completed, a
+subscription past due, a cancellation and when access ends) is derived by `handlers.plans` when the
+customer's record is refreshed, so facts that arrive later (the plan's last invoice, the funnel
+purchase that says how many payments the plan has) still change the outcome.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
 
 from handlers.context import FetchContext, HandlerContext
+from handlers.customers import refresh_customers
 from handlers.fields import object_id, required
-from models import CustomerNote, CustomerStripeId, Invoice, SubscriptionEnd, dialect_insert, upsert_newer
-from models.types import from_unix, utcnow
-
-UNPAID_STATUSES = ("open", "uncollectible")
-
-
-def paid_period_end(subscription: dict[str, Any]) -> int | None:
-    """End of the paid period: `current_period_end` before 2025-03-31, per item from basil on."""
-    if isinstance(subscription.get("current_period_end"), int):
-        return subscription["current_period_end"]
-    ends = [
-        item.get("current_period_end")
-        for item in (subscription.get("items") or {}).get("data") or []
-        if isinstance(item, dict) and isinstance(item.get("current_period_end"), int)
-    ]
-    return max(ends) if ends else None
+from handlers.funnel import normalise_email
+from handlers.payments import upsert_invoice
+from handlers.stripe_shapes import subscription_facts
+from models import CustomerStripeId, FunnelPurchase, Invoice, Subscription, upsert_newer
+from models.db import execute
+from models.types import utcnow
 
 
-def access_end(subscription: dict[str, Any], unpaid_invoices: int) -> tuple[str, datetime | None]:
-    ended = subscription.get("ended_at") or subscription.get("canceled_at")
-    if unpaid_invoices:
-        return "immediately_unpaid", from_unix(ended)
-    return "end_of_paid_period", from_unix(paid_period_end(subscription) or ended)
+@dataclass
+class FetchedSubscription:
+    invoices: list[dict[str, Any]] = field(default_factory=list)
+    customer_email: str | None = None
 
 
-def _unpaid_from_payload(subscription: dict[str, Any]) -> int | None:
-    latest = subscription.get("latest_invoice")
-    if isinstance(latest, dict) and latest.get("status"):
-        return 1 if latest["status"] in UNPAID_STATUSES else 0
-    return None
-
-
-def fetch_unpaid_invoices(ctx: FetchContext) -> int | None:
-    """How many invoices of the subscription are still unpaid, asked of Stripe when it can be."""
-    known = _unpaid_from_payload(ctx.object)
-    if known is not None or ctx.stripe is None:
-        return known
-    subscription_id = ctx.object["id"]
-    return sum(
-        len(
-            ctx.stripe.get(
-                "/v1/invoices",
-                {"subscription": subscription_id, "status": status, "limit": 100},
-                account=ctx.account,
-            ).get("data")
-            or []
+def fetch_subscription_facts(ctx: FetchContext) -> FetchedSubscription | None:
+    """At a cancellation, the subscription's invoices (paid ones decide whether a plan was completed,
+    unpaid ones when access ends), and whose subscription it is when no payment has told us yet."""
+    if ctx.stripe is None:
+        return None
+    subscription = ctx.object
+    fetched = FetchedSubscription()
+    if ctx.event["type"] == "customer.subscription.deleted":
+        page = ctx.stripe.get(
+            "/v1/invoices", {"subscription": subscription["id"], "limit": 100}, account=ctx.account
         )
-        for status in UNPAID_STATUSES
-    )
+        fetched.invoices = [i for i in page.get("data") or [] if isinstance(i, dict)]
+    customer = object_id(subscription.get("customer"))
+    if customer and not _known_customer(ctx, customer):
+        found = ctx.stripe.get_optional(f"/v1/customers/{customer}", account=ctx.account) or {}
+        fetched.customer_email = normalise_email(found.get("email"))
+    return fetched
 
 
-def record_subscription_end(ctx: HandlerContext) -> None:
+def _known_customer(ctx: FetchContext, customer: str) -> bool:
+    with ctx.session_factory() as session:
+        return session.get(CustomerStripeId, customer) is not None
+
+
+def record_subscription(ctx: HandlerContext) -> None:
     subscription = ctx.object
     subscription_id = required(subscription, "id", str)
-    unpaid = ctx.fetched
-    if unpaid is None:
-        # No payload hint and no API key: our own records of its invoices are the best we have.
-        unpaid = len(
-            ctx.session.execute(
-                select(Invoice.id).where(
-                    Invoice.subscription_id == subscription_id, Invoice.status.in_(UNPAID_STATUSES)
-                )
-            ).all()
-        )
-    rule, ends_at = access_end(subscription, unpaid)
-    stripe_customer = object_id(subscription.get("customer"))
-    link = ctx.session.get(CustomerStripeId, stripe_customer) if stripe_customer else None
-    email = (
-        link.email
-        if link
-        else ctx.session.execute(
+    values = subscription_facts(subscription, account=ctx.account, version=ctx.version)
+    values["updated_at"] = utcnow()
+    upsert_newer(ctx.session, Subscription, values)
+    latest = subscription.get("latest_invoice")
+    if isinstance(latest, dict) and latest.get("currency"):  # expanded: as good as an invoice event
+        upsert_invoice(ctx, latest)
+    fetched: FetchedSubscription | None = ctx.fetched
+    emails = set()
+    if fetched is not None:
+        for invoice in fetched.invoices:
+            upsert_invoice(ctx, invoice)
+        emails.add(fetched.customer_email)
+    ctx.new_alert_ids.extend(refresh_customers(ctx.session, emails | _emails_of(ctx, subscription_id)))
+
+
+def _emails_of(ctx: HandlerContext, subscription_id: str) -> set[str | None]:
+    """Whose subscription this is: by its Stripe customer, its invoices, or its funnel purchase."""
+    customer = object_id(ctx.object.get("customer"))
+    link = ctx.session.get(CustomerStripeId, customer) if customer else None
+    emails = {link.email if link else None}
+    emails |= set(
+        execute(
+            ctx.session,
             select(Invoice.customer_email).where(
                 Invoice.subscription_id == subscription_id, Invoice.customer_email.is_not(None)
-            )
-        )
-        .scalars()
-        .first()
+            ),
+        ).scalars()
     )
-    upsert_newer(
-        ctx.session,
-        SubscriptionEnd,
-        {
-            "subscription_id": subscription_id,
-            "customer_email": email,
-            "stripe_customer_id": stripe_customer,
-            "canceled_at": from_unix(subscription.get("canceled_at")),
-            "access_ends_at": ends_at,
-            "rule": rule,
-            "unpaid_invoices": unpaid,
-            "version": ctx.version,
-            "updated_at": utcnow(),
-        },
+    emails |= set(
+        execute(
+            ctx.session,
+            select(FunnelPurchase.customer_email).where(FunnelPurchase.subscription_id == subscription_id),
+        ).scalars()
     )
-    if email:
-        when = ends_at.strftime("%Y-%m-%d %H:%M UTC") if ends_at else "unknown"
-        why = (
-            f"{unpaid} unpaid invoice(s): access ends at once"
-            if unpaid
-            else "access runs to the end of the paid period"
-        )
-        text = f"Subscription {subscription_id} cancelled; {why} ({when})."
-        insert = dialect_insert(ctx.session)(CustomerNote.__table__).values(
-            key=f"subscription_end:{subscription_id}",
-            email=email,
-            kind="subscription_end",
-            text=text,
-            created_at=utcnow(),
-            updated_at=utcnow(),
-        )
-        ctx.session.execute(
-            insert.on_conflict_do_update(
-                index_elements=["key"],
-                set_={"text": insert.excluded.text, "updated_at": insert.excluded.updated_at},
-            )
-        )
+    return emails

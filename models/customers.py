@@ -73,6 +73,9 @@ class Alert(SQLModel, table=True):
     currency: str | None = Field(default=None, max_length=3)
     message: str = Field(sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # What the alert's subject last was (a dispute's status, a failed invoice's status): a change of it
+    # is news worth sending again; filling in a fact that arrived late is not.
+    state: str | None = Field(default=None, max_length=32)
     # When what the alert says last changed (a fact that arrived later, a dispute's new status).
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     acknowledged_by: str | None = Field(default=None, max_length=200)

@@ -64,7 +64,7 @@ class Invoice(SQLModel, table=True):
     status: str | None = Field(default=None, max_length=32)
     amount_paid: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     # What the invoice asks for: a failed installment's amount (nothing was paid yet).
-    amount_due: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    amount_due: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
     currency: str = Field(max_length=3)
     product: str | None = Field(default=None, sa_column=Column(Text))
     # Failed payments: how many attempts were made, and when Stripe tries again (None: no more tries).

@@ -9,7 +9,9 @@ sees what Stripe showed then:
 - subscription.current_period_start/end (basil: on each subscription item);
 - before 2022-11-15, charge.refunds listed by default (later only when expanded).
 An event's `data.object` is shown in the event's own `api_version` (as Stripe renders an event once, for
-the webhook endpoint's version), whatever version the caller asks in.
+the webhook endpoint's version), whatever version the caller asks in. An event stored with `FROZEN` set
+already holds `data.object` rendered at the event's time, and is served as it is: rendering it again from
+today's objects would show later links (an invoice's newer charge, a charge's later refunds).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
 LATEST = "2026-10-28.endive"
 BASIL = "2025-03-31"
 CHARGE_REFUNDS_DROPPED = "2022-11-15"
+FROZEN = "_standin_frozen"  # a stored event's marker: its data.object is already in its api_version
 
 
 def _date(version: str) -> str:
@@ -61,6 +64,8 @@ def refunds_list(charge_id: str, store: Store, limit: int = 10) -> dict[str, Any
 
 
 def _event(event: dict[str, Any], version: str, store: Store) -> dict[str, Any]:
+    if event.pop(FROZEN, False):
+        return event
     event_version = event.get("api_version") or version
     event["api_version"] = event_version
     data = dict(event.get("data") or {})

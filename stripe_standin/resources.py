@@ -30,6 +30,7 @@ FILTERS: dict[str, set[str]] = {
     "customers": {"email"},
     "events": {"type", "types"},
     "payment_intents": {"customer"},
+    "disputes": {"charge", "payment_intent"},
 }
 INVOICE_STATUSES = ("draft", "open", "paid", "uncollectible", "void")
 SUBSCRIPTION_STATUSES = (

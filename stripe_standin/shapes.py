@@ -250,6 +250,40 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "trial_settings": {"end_behavior": {"missing_payment_method": "create_invoice"}},
         "trial_start": None,
     },
+    "dispute": {
+        "amount": 0,
+        "balance_transactions": [],
+        "charge": None,
+        "currency": "usd",
+        "enhanced_eligibility_types": [],
+        "evidence": {
+            name: None
+            for name in (
+                "access_activity_log", "billing_address", "cancellation_policy",
+                "cancellation_policy_disclosure", "cancellation_rebuttal", "customer_communication",
+                "customer_email_address", "customer_name", "customer_purchase_ip", "customer_signature",
+                "duplicate_charge_documentation", "duplicate_charge_explanation", "duplicate_charge_id",
+                "product_description", "receipt", "refund_policy", "refund_policy_disclosure",
+                "refund_refusal_explanation", "service_date", "service_documentation", "shipping_address",
+                "shipping_carrier", "shipping_date", "shipping_documentation", "shipping_tracking_number",
+                "uncategorized_file", "uncategorized_text",
+            )
+        },  # fmt: skip
+        "evidence_details": {
+            "due_by": None,
+            "enhanced_eligibility": {},
+            "has_evidence": False,
+            "past_due": False,
+            "submission_count": 0,
+        },
+        "is_charge_refundable": False,
+        "livemode": False,
+        "metadata": {},
+        "payment_intent": None,
+        "payment_method_details": None,
+        "reason": "general",
+        "status": "needs_response",
+    },
     "event": {
         "api_version": None,
         "livemode": False,

@@ -35,6 +35,7 @@ COLLECTIONS: dict[str, tuple[str, str]] = {
     "customers": ("customer", "cus_"),
     "events": ("event", "evt_"),
     "payment_intents": ("payment_intent", "pi_"),
+    "disputes": ("dispute", "dp_"),
 }
 COLLECTION_OF_OBJECT = {obj: name for name, (obj, _) in COLLECTIONS.items()}
 # Longest prefix first: "inpay_" must win over "in_".
@@ -54,6 +55,7 @@ INDEXES: dict[str, dict[str, tuple[str, ...]]] = {
     "customers": {"email": ("email",)},
     "events": {"type": ("type",)},
     "payment_intents": {"customer": ("customer",)},
+    "disputes": {"charge": ("charge",), "payment_intent": ("payment_intent",)},
 }
 
 Entry = tuple[int, int, dict[str, Any]]

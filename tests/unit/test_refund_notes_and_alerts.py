@@ -281,7 +281,18 @@ def test_a_cancelled_subscription_ends_access_at_period_end_or_at_once_when_unpa
         "items": {
             "data": [{"id": "si_1", "current_period_start": T0, "current_period_end": T0 + 30 * 86400}]
         },
-        "latest_invoice": {"id": "in_latest", "status": latest_invoice_status},
+        # Expanded, as a subscription read with expand[]=latest_invoice shows it.
+        "latest_invoice": {
+            "id": "in_latest",
+            "object": "invoice",
+            "subscription": "sub_gone",
+            "customer": "cus_a",
+            "currency": "jpy",
+            "status": latest_invoice_status,
+            "attempt_count": 1,
+            "amount_due": 19_800,
+            "amount_paid": 19_800 if latest_invoice_status == "paid" else 0,
+        },
     }
     deliver(db, event("customer.subscription.deleted", subscription, created=T0 + 5 * 86400))
     with db.session() as session:

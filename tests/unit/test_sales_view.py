@@ -234,7 +234,7 @@ def test_a_basil_charge_without_invoice_events_gets_its_link_fetched_with_expand
     assert plan_view(db) == EXPECTED_PLAN[:2]
 
 
-def test_a_failed_charge_is_not_a_sale_and_a_refund_shows_on_its_payment(db):
+def test_a_failed_charge_is_a_failed_row_and_a_refund_shows_on_its_payment(db):
     deliver(db, event("charge.succeeded", charge("ch_paid", amount=5_000, created=T0), created=T0))
     deliver(
         db,
@@ -248,7 +248,10 @@ def test_a_failed_charge_is_not_a_sale_and_a_refund_shows_on_its_payment(db):
             created=T0 + 60,
         ),
     )
-    assert [(r["charge_id"], r["refunded_amount"]) for r in view(db)] == [("ch_paid", 2_000)]
+    assert sorted((r["charge_id"], r["status"], r["refunded_amount"]) for r in view(db)) == [
+        ("ch_declined", "failed", 0),
+        ("ch_paid", "partially_refunded", 2_000),
+    ]
 
 
 def test_a_malformed_funnel_purchase_event_is_dead_not_a_crash(db):

@@ -71,6 +71,7 @@ def upgrade() -> None:
                 server_default=sa.func.current_timestamp(),
             )
         )
+        batch_op.add_column(sa.Column("state", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True))
 
     with op.batch_alter_table("charges", schema=None) as batch_op:
         batch_op.add_column(sa.Column("no_invoice", sa.Boolean(), nullable=False, server_default=sa.false()))
@@ -102,6 +103,7 @@ def downgrade() -> None:
         batch_op.drop_column("no_invoice")
 
     with op.batch_alter_table("alerts", schema=None) as batch_op:
+        batch_op.drop_column("state")
         batch_op.drop_column("updated_at")
 
     with op.batch_alter_table("subscriptions", schema=None) as batch_op:
