@@ -164,3 +164,17 @@ def plan_end_note(plan: PlanRow) -> str:
     else:
         why = f"paid up: access runs to the end of the paid period ({_day(plan.access_ends_at)})"
     return f"Subscription {plan.subscription_id} ({product}) cancelled {_day(plan.canceled_at)}; {why}."
+
+
+def load_plans(session, customer_email: str | None = None, status: str | None = None) -> list[PlanRow]:
+    """The plans of one customer (or everyone's), past-due ones first, optionally of one status."""
+    from handlers.sales_view import load_all_facts, load_customer_facts
+
+    facts = load_customer_facts(session, customer_email) if customer_email else load_all_facts(session)
+    plans = build_plans(facts, facts.view())
+    if customer_email:
+        plans = [p for p in plans if p.customer_email in (None, customer_email)]
+    if status:
+        plans = [p for p in plans if p.status == status]
+    urgency = {"past_due": 0, "unpaid": 1, "active": 2, "cancelled": 3, "completed": 4}
+    return sorted(plans, key=lambda p: (urgency[p.status], p.customer_email or "", p.subscription_id))

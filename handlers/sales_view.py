@@ -361,8 +361,12 @@ class SalesFacts:
 def load_sales_view(session: Session, customer_email: str | None = None) -> list[SaleRow]:
     """Read what the view needs (one customer's payments, or everything) and build it."""
     if customer_email is None:
-        return SalesFacts(*(execute(session, select(t)).all() for t in _TABLES)).view()
+        return load_all_facts(session).view()
     return load_customer_facts(session, customer_email).view()
+
+
+def load_all_facts(session: Session) -> SalesFacts:
+    return SalesFacts(*(execute(session, select(t)).all() for t in _TABLES))
 
 
 def load_customer_facts(session: Session, customer_email: str) -> SalesFacts:

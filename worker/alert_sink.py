@@ -33,12 +33,14 @@ class SinkUnavailable(RuntimeError):
 def slack_message(alert: Alert) -> dict:
     title = {
         "access_revocation": "Access at risk after a duplicate-purchase refund",
-        "dispute": "Chargeback opened",
+        "dispute": "Dispute",
+        "payment_failed": "Installment payment failed",
     }
     amount = (
         format_amount(alert.amount, alert.currency) if alert.amount is not None and alert.currency else ""
     )
-    header = f"*{title.get(alert.kind, alert.kind)}* (alert {alert.id})"
+    header = f"*{title.get(alert.kind, alert.kind)}* (alert {alert.id}"
+    header += f", updated: {alert.state})" if alert.updated_at > alert.created_at and alert.state else ")"
     lines = [header, alert.message]
     if amount:
         lines.append(f"Amount: {amount}")
@@ -107,7 +109,8 @@ def undelivered(db: Database) -> list[int]:
             .values(delivery_status="pending")
         )
         due = or_(
-            and_(Alert.claimed_at.is_(None), Alert.created_at < now - timedelta(minutes=1)),
+            # updated_at: an alert sent again after a change of state waits its minute like a new one.
+            and_(Alert.claimed_at.is_(None), Alert.updated_at < now - timedelta(minutes=1)),
             Alert.claimed_at < now - RESEND_AFTER,
         )
         return list(session.exec(select(Alert.id).where(Alert.delivery_status == "pending", due)).all())

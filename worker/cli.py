@@ -252,7 +252,9 @@ def _sales_table_row(row) -> dict[str, Any]:
         if row.kind == "installment"
         else (row.installment or ""),
         "refunded": format_amount(row.refunded_amount, row.currency) if row.refunded_amount else "",
+        "status": row.status,
         "source": row.source,
+        "found_by": row.found_by,
         "charge_id": row.charge_id or row.payment_intent_id,
     }
 
@@ -292,10 +294,71 @@ def cmd_sales(args: argparse.Namespace) -> int:
                 "kind",
                 "installment",
                 "refunded",
+                "status",
                 "source",
+                "found_by",
                 "charge_id",
             ],
         )
+        _print_sales_totals(rows)
+    return 0
+
+
+def _print_sales_totals(rows) -> None:
+    """Per currency: gross (every payment that took money), refunded, lost to disputes, and net."""
+    from handlers.money import format_amount
+
+    totals: dict[str, dict[str, int]] = {}
+    for row in rows:
+        if not row.took_money:
+            continue
+        total = totals.setdefault(row.currency, {"gross": 0, "refunded": 0, "dispute_lost": 0})
+        total["gross"] += row.amount
+        total["refunded"] += row.refunded_amount
+        if row.status == "dispute_lost":
+            total["dispute_lost"] += row.amount - row.refunded_amount
+    for currency, total in sorted(totals.items()):
+        net = total["gross"] - total["refunded"] - total["dispute_lost"]
+        shown = {name: format_amount(value, currency) for name, value in {**total, "net": net}.items()}
+        print(
+            f"{currency.upper()}: gross {shown['gross']}, refunded {shown['refunded']}, "
+            f"lost to disputes {shown['dispute_lost']}, net {shown['net']}"
+        )
+
+
+def cmd_plans(args: argparse.Namespace) -> int:
+    from handlers.funnel import normalise_email
+    from handlers.plans import load_plans
+    from worker import runtime
+
+    email = None
+    if args.customer:
+        email = normalise_email(args.customer)
+        if email is None:
+            print(f"not an email address: {args.customer!r}", file=sys.stderr)
+            return 2
+    with runtime.database().session() as session:
+        plans = [p.as_json() for p in load_plans(session, email, args.status)]
+    if args.json:
+        _print_json(plans)
+        return 0
+    for plan in plans:
+        total = plan["installments_total"]
+        plan["paid"] = f"{plan['installments_paid']} of {total}" if total else str(plan["installments_paid"])
+    _print_table(
+        plans,
+        [
+            "status",
+            "customer_email",
+            "product",
+            "kind",
+            "paid",
+            "failed_payments",
+            "next_payment_attempt",
+            "access_ends_at",
+            "subscription_id",
+        ],
+    )
     return 0
 
 
@@ -553,6 +616,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--csv", metavar="FILE", help="also write the rows to a CSV file")
     p.set_defaults(func=cmd_sales)
+
+    p = sub.add_parser("plans", help="payment plans and subscriptions: paid k of N, failed, status")
+    p.add_argument("--customer", metavar="EMAIL", help="only this customer's plans")
+    p.add_argument("--status", choices=("active", "past_due", "unpaid", "completed", "cancelled"))
+    p.add_argument("--json", action="store_true", help="one JSON array on stdout")
+    p.set_defaults(func=cmd_plans)
 
     p = sub.add_parser(
         "import-sales", help="import a funnel sales export (CSV); re-importing changes nothing"

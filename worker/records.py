@@ -58,6 +58,8 @@ def alert_as_dict(alert: Alert) -> dict[str, Any]:
         "currency": alert.currency,
         "message": alert.message,
         "created_at": iso(alert.created_at),
+        "updated_at": iso(alert.updated_at),
+        "state": alert.state,
         "acknowledged_by": alert.acknowledged_by,
         "acknowledged_at": iso(alert.acknowledged_at),
         "resolved_by": alert.resolved_by,
