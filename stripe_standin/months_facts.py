@@ -21,7 +21,9 @@ HORIZON = END - DAY  # nothing new is scheduled after this; follow-ups within mi
 
 # Refund statuses that take money back (a failed or canceled refund takes none).
 COUNTED_REFUND_STATUSES = frozenset({"succeeded", "pending", "requires_action"})
-OPEN_DISPUTE_STATUSES = frozenset({"needs_response", "under_review", "warning_needs_response", "warning_under_review"})
+OPEN_DISPUTE_STATUSES = frozenset(
+    {"needs_response", "under_review", "warning_needs_response", "warning_under_review"}
+)
 
 
 @dataclass(frozen=True)
@@ -53,8 +55,8 @@ ONE_TIME = (
     Product(2178330, "Workbook (EU edition)", 2_900, "eur", "one_time"),
 )
 INSTALLMENTS = (
-    Product(2178221, "Online Course - 3 Payments", 33_300, "usd", "installment", 3, "month", 1, "cf_course_3pay",
-            "prod_R7cQx3PayCourse", 3),
+    Product(2178221, "Online Course - 3 Payments", 33_300, "usd", "installment", 3, "month", 1,
+            "cf_course_3pay", "prod_R7cQx3PayCourse", 3),
     Product(2178240, "Coaching Program (3 payments)", 33_000, "jpy", "installment", 3, "month", 1,
             "cf_coaching_3pay", "prod_R7cQxCoach3Pay", 3),
     Product(2178241, "Mastermind - 6 Weekly Payments", 16_500, "jpy", "installment", 6, "week", 1,
@@ -65,8 +67,8 @@ INSTALLMENTS = (
             "cf_design_3pay", "prod_R7cQxDesign3Pa", 3),
 )  # fmt: skip
 SUBSCRIPTIONS = (
-    Product(3300112, "Members Club (monthly)", 4_900, "usd", "subscription", None, "month", 1, "cf_club_monthly",
-            "prod_R7cQxClubMonth", 50_000_000),
+    Product(3300112, "Members Club (monthly)", 4_900, "usd", "subscription", None, "month", 1,
+            "cf_club_monthly", "prod_R7cQxClubMonth", 50_000_000),
     Product(3300113, "Online Community (monthly)", 9_800, "jpy", "subscription", None, "month", 1,
             "cf_community_monthly", "prod_R7cQxCommunity", None),
     Product(3300114, "Members Site (monthly)", 2_980, "jpy", "subscription", None, "month", 1,
@@ -156,8 +158,8 @@ class SubscriptionFact:
     status: str = "active"
     invoices: list[InvoiceFact] = field(default_factory=list)
     ended_by: str | None = None  # "funnel" (a plan's N-th payment) | "seller"
-    canceled_at: int | None = None
-    access_ends_at: int | None = None
+    canceled_at: int | None = None  # when the cancellation was asked for
+    unpaid_at_cancel: bool = False  # an invoice was still unpaid when it was cancelled
 
     @property
     def paid_invoices(self) -> int:
@@ -225,7 +227,7 @@ class Ids:
 
 
 def add_interval(when: int, interval: str, count: int) -> int:
-    """The next billing date, as Stripe bills: weeks exactly, months on the same day (clamped to month end)."""
+    """The next billing date as Stripe bills: weeks exactly, months on the same day (clamped to month end)."""
     if interval == "week":
         return when + 7 * count * DAY
     if interval == "day":

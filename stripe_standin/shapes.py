@@ -12,6 +12,17 @@ from typing import Any
 
 _ADDRESS = {"city": None, "country": None, "line1": None, "line2": None, "postal_code": None, "state": None}
 
+# Every field of a dispute's `evidence`; all empty until the seller submits some.
+_DISPUTE_EVIDENCE = (
+    "access_activity_log", "billing_address", "cancellation_policy", "cancellation_policy_disclosure",
+    "cancellation_rebuttal", "customer_communication", "customer_email_address", "customer_name",
+    "customer_purchase_ip", "customer_signature", "duplicate_charge_documentation",
+    "duplicate_charge_explanation", "duplicate_charge_id", "product_description", "receipt",
+    "refund_policy", "refund_policy_disclosure", "refund_refusal_explanation", "service_date",
+    "service_documentation", "shipping_address", "shipping_carrier", "shipping_date",
+    "shipping_documentation", "shipping_tracking_number", "uncategorized_file", "uncategorized_text",
+)  # fmt: skip
+
 DEFAULTS: dict[str, dict[str, Any]] = {
     "charge": {
         "amount": 0,
@@ -256,19 +267,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "charge": None,
         "currency": "usd",
         "enhanced_eligibility_types": [],
-        "evidence": {
-            name: None
-            for name in (
-                "access_activity_log", "billing_address", "cancellation_policy",
-                "cancellation_policy_disclosure", "cancellation_rebuttal", "customer_communication",
-                "customer_email_address", "customer_name", "customer_purchase_ip", "customer_signature",
-                "duplicate_charge_documentation", "duplicate_charge_explanation", "duplicate_charge_id",
-                "product_description", "receipt", "refund_policy", "refund_policy_disclosure",
-                "refund_refusal_explanation", "service_date", "service_documentation", "shipping_address",
-                "shipping_carrier", "shipping_date", "shipping_documentation", "shipping_tracking_number",
-                "uncategorized_file", "uncategorized_text",
-            )
-        },  # fmt: skip
+        "evidence": dict.fromkeys(_DISPUTE_EVIDENCE),
         "evidence_details": {
             "due_by": None,
             "enhanced_eligibility": {},
