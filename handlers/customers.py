@@ -20,7 +20,7 @@ from handlers.payment_failed_alerts import payment_failed_alert
 from handlers.plans import PlanRow, build_plans, plan_end_note
 from handlers.ranks import COUNTED_REFUND_STATUSES
 from handlers.refund_notes import refund_note_text
-from handlers.sales_view import SaleRow, load_customer_facts
+from handlers.sales_view import SaleRow, SalesFacts, load_customer_facts
 from models import (
     Alert,
     Charge,
@@ -271,33 +271,43 @@ def refresh_customers(
     for email in sorted({e for e in emails if e}):
         advisory_lock(session, f"customer:{email}")  # see models.db.advisory_lock
         facts = load_customer_facts(session, email)
-        rows = facts.view()
-
-        _link_customer(session, email, rows)
+        parts = [(part, part.view()) for part in facts.by_account()]
+        _link_customer(session, email, [row for _, rows in parts for row in rows])
         drafts: list[AlertDraft] = []
-        by_charge = {r.charge_id: r for r in rows if r.charge_id}
-        refunds_by_charge: dict[str, list[Refund]] = {}
-        for refund in (r for r in facts.refunds if r.charge in by_charge):
-            _write_note(session, email, refund, by_charge.get(refund.charge))
-            refunds_by_charge.setdefault(refund.charge, []).append(refund)
-        for charge_id, charge_refunds in refunds_by_charge.items():
-            sale = by_charge[charge_id]
-            if sale.refunded_amount < sale.amount:
-                continue
-            completing = _refund_that_completed(sale, charge_refunds)
-            kept = kept_duplicate(sale, rows, window) if completing else None
-            if completing and kept:
-                drafts.append(access_alert(completing.id, sale, kept))
-        drafts += _dispute_alerts(rows, facts.disputes)
-        drafts += _payment_failed_alerts(rows, facts.invoices)
-        for plan in build_plans(facts, rows):
-            if plan.status in ("completed", "cancelled"):
-                _write_plan_end(session, email, plan)
+        for part, rows in parts:
+            drafts += _update_record(session, email, part, rows, window)
         for draft in drafts:
             alert_id = upsert_alert(session, draft)
             if alert_id is not None:
                 to_send.append(alert_id)
     return to_send
+
+
+def _update_record(
+    session: Session, email: str, facts: SalesFacts, rows: list[SaleRow], window: timedelta
+) -> list[AlertDraft]:
+    """One account's part of a customer's record: refund notes and plan-end notes written, the alerts
+    the facts call for returned as drafts."""
+    drafts: list[AlertDraft] = []
+    by_charge = {r.charge_id: r for r in rows if r.charge_id}
+    refunds_by_charge: dict[str, list[Refund]] = {}
+    for refund in (r for r in facts.refunds if r.charge in by_charge):
+        _write_note(session, email, refund, by_charge.get(refund.charge))
+        refunds_by_charge.setdefault(refund.charge, []).append(refund)
+    for charge_id, charge_refunds in refunds_by_charge.items():
+        sale = by_charge[charge_id]
+        if sale.refunded_amount < sale.amount:
+            continue
+        completing = _refund_that_completed(sale, charge_refunds)
+        kept = kept_duplicate(sale, rows, window) if completing else None
+        if completing and kept:
+            drafts.append(access_alert(completing.id, sale, kept))
+    drafts += _dispute_alerts(rows, facts.disputes)
+    drafts += _payment_failed_alerts(rows, facts.invoices)
+    for plan in build_plans(facts, rows):
+        if plan.status in ("completed", "cancelled"):
+            _write_plan_end(session, email, plan)
+    return drafts
 
 
 def raise_alert(session: Session, draft: AlertDraft) -> int | None:

@@ -171,7 +171,7 @@ def load_plans(session, customer_email: str | None = None, status: str | None = 
     from handlers.sales_view import load_all_facts, load_customer_facts
 
     facts = load_customer_facts(session, customer_email) if customer_email else load_all_facts(session)
-    plans = build_plans(facts, facts.view())
+    plans = [plan for part in facts.by_account() for plan in build_plans(part, part.view())]
     if customer_email:
         plans = [p for p in plans if p.customer_email in (None, customer_email)]
     if status:

@@ -36,6 +36,10 @@ from models.types import iso
 # Sorts before every real time; aware, like every datetime the models hand back.
 EARLIEST = datetime.min.replace(tzinfo=UTC)
 
+# Whether one email is one customer across Connect accounts (MERGE_CUSTOMERS_ACROSS_ACCOUNTS); set at
+# start-up by `worker.runtime.configure_domain`. Off: each account's customers are kept apart.
+MERGE_CUSTOMERS_ACROSS_ACCOUNTS = False
+
 # A dispute in these states still holds the money in question; `lost` took it; the rest returned it.
 OPEN_DISPUTE_STATUSES = frozenset(
     {"warning_needs_response", "warning_under_review", "needs_response", "under_review"}
@@ -235,9 +239,7 @@ def build_sales_view(
     rows.extend(_funnel_only_rows(matches, purchase_of))
     rows.extend(_failed_invoice_rows(invoices, rows, matches, purchase_of))
     _number_installments(rows, links.invoice_by_id)
-    rows.sort(
-        key=lambda r: (r.paid_at is None, r.paid_at or EARLIEST, r.charge_id or r.payment_intent_id or "")
-    )
+    rows.sort(key=_in_time_order)
     return rows
 
 
@@ -353,9 +355,68 @@ class SalesFacts:
     subscriptions: Sequence[Any] = ()
 
     def view(self) -> list[SaleRow]:
-        return build_sales_view(
-            self.charges, self.invoices, self.invoice_payments, self.refunds, self.purchases, self.disputes
+        rows = []
+        for part in self.by_account():
+            rows += build_sales_view(
+                part.charges,
+                part.invoices,
+                part.invoice_payments,
+                part.refunds,
+                part.purchases,
+                part.disputes,
+            )
+        if len(rows) > 1:
+            rows.sort(key=_in_time_order)
+        return rows
+
+    def by_account(self) -> list[SalesFacts]:
+        """The facts of each Stripe account apart, unless customers are merged across accounts.
+
+        Under Connect one email can be a customer of several sellers: buying the same course from two
+        sellers is not a duplicate purchase, and one seller's plan is not another's. Funnel purchases
+        carry no account: each goes with the account its payment or subscription is in (else the
+        platform's, else the first), so it is matched, or shown as a funnel row, once.
+        """
+        accounts = sorted(
+            {c.account for c in self.charges}
+            | {i.account for i in self.invoices}
+            | {s.account for s in self.subscriptions}
+            | {d.account for d in self.disputes}
         )
+        if MERGE_CUSTOMERS_ACROSS_ACCOUNTS or len(accounts) <= 1:
+            return [self]
+        home = "" if "" in accounts else accounts[0]
+        account_of_payment = {c.id: c.account for c in self.charges}
+        account_of_payment |= {c.payment_intent: c.account for c in self.charges if c.payment_intent}
+        account_of_subscription = {i.subscription_id: i.account for i in self.invoices if i.subscription_id}
+        account_of_subscription |= {s.id: s.account for s in self.subscriptions}
+        account_of_invoice = {i.id: i.account for i in self.invoices}
+
+        def purchase_account(p) -> str:
+            return (
+                account_of_payment.get(p.charge_id or "")
+                or account_of_subscription.get(p.subscription_id or "")
+                or home
+            )
+
+        return [
+            SalesFacts(
+                charges=[c for c in self.charges if c.account == account],
+                invoices=[i for i in self.invoices if i.account == account],
+                invoice_payments=[
+                    p for p in self.invoice_payments if account_of_invoice.get(p.invoice_id, home) == account
+                ],
+                refunds=[r for r in self.refunds if r.account == account],
+                purchases=[p for p in self.purchases if purchase_account(p) == account],
+                disputes=[d for d in self.disputes if d.account == account],
+                subscriptions=[s for s in self.subscriptions if s.account == account],
+            )
+            for account in accounts
+        ]
+
+
+def _in_time_order(row: SaleRow):
+    return (row.paid_at is None, row.paid_at or EARLIEST, row.charge_id or row.payment_intent_id or "")
 
 
 def load_sales_view(session: Session, customer_email: str | None = None) -> list[SaleRow]:
