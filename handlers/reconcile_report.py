@@ -1,25 +1,37 @@
-"""The reconciliation report: per-currency totals and discrepancies for a window, by SQL aggregates.
+"""The reconciliation report: per-currency totals and discrepancies for a window, by SQL aggregates,
+the counts of each account listed, and the payments the run added, named as the sales view shows them.
 
-Queried rather than built from the sales view in memory, so a window of a million charges costs the
-database some work and this process almost no memory.
+Totals and discrepancies are queried rather than built from the sales view in memory, so a window of a
+million charges costs the database some work and this process almost no memory. Only the found
+payments are read through the sales view, and at most `FOUND_LISTED` of them (the run keeps that many).
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.orm import aliased
 
+from handlers.customers import emails_for_charges
 from handlers.ranks import COUNTED_REFUND_STATUSES
+from handlers.sales_view import EARLIEST, SaleRow, build_sales_view, load_customer_facts
 from models import Charge, FunnelPurchase, Invoice, InvoicePayment, Refund
 from models.types import iso
 
 if TYPE_CHECKING:
-    from handlers.reconcile import Counts
+    from handlers.reconcile import Counts, Tally
 
 SAMPLE = 20
+# How the report names the platform's own Stripe account (its rows are stored with account "").
+PLATFORM_LABEL = "platform"
+
+
+def account_label(account: str) -> str:
+    return account or PLATFORM_LABEL
 
 
 def _per_currency(session, query) -> dict[str, int]:
@@ -117,6 +129,56 @@ def _amount_mismatches(session, start: datetime, end: datetime) -> list[dict[str
     ]
 
 
+def _found_entry(row: SaleRow, account: str) -> dict[str, Any]:
+    return {
+        "id": row.charge_id,
+        "kind": row.kind,
+        "installment": row.installment,
+        "installments_total": row.installments_total,
+        "account": account_label(account),
+        "customer_email": row.customer_email,
+        "amount": row.amount,
+        "currency": row.currency,
+        "status": row.status,
+        "product": row.product,
+        "paid_at": iso(row.paid_at),
+        "subscription_id": row.subscription_id,
+    }
+
+
+def found_payments(session, charge_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """The payments the run added, as the sales view now shows them (one-time, installment k of N,
+    subscription payment k), oldest first: from each customer's view, as staff see it."""
+    if not charge_ids:
+        return []
+    charges = {c.id: c for c in session.exec(select(Charge).where(Charge.id.in_(list(charge_ids)))).scalars()}
+    by_email: dict[str | None, list[str]] = defaultdict(list)
+    for charge_id in charges:
+        emails = sorted(emails_for_charges(session, [charge_id]))
+        by_email[emails[0] if emails else None].append(charge_id)
+    rows: dict[str, SaleRow] = {}
+    for email, ids in by_email.items():
+        view = load_customer_facts(session, email).view() if email else []
+        rows.update((r.charge_id, r) for r in view if r.charge_id in ids)
+    # A payment no customer's view holds (no email reached us): what the charge alone says.
+    alone = [charges[i] for i in charges if i not in rows]
+    rows.update((r.charge_id, r) for r in build_sales_view(alone, [], [], [], []))
+    found = [(rows[i], charges[i].account) for i in charges if i in rows]
+    found.sort(key=lambda pair: (pair[0].paid_at is None, pair[0].paid_at or EARLIEST, pair[0].charge_id))
+    return [_found_entry(row, account) for row, account in found]
+
+
+def _tally(tally: Tally) -> dict[str, Any]:
+    return {
+        "seen": tally.seen,
+        "added": tally.added,
+        "already_present": tally.already_present,
+        "missed_webhooks": tally.missed_webhooks,
+        "by_resource": tally.by_resource,
+        "api_calls": tally.api_calls,
+    }
+
+
 def build_report(
     session, start: datetime, end: datetime, counts: Counts, *, run_id: int | None
 ) -> dict[str, Any]:
@@ -166,4 +228,9 @@ def build_report(
             "amount_mismatches": _amount_mismatches(session, start, end),
             "stripe_payments_without_funnel_purchase": {"count": unlinked_count, "sample": unlinked},
         },
+        # Each account listed; the fields above are their sum.
+        "accounts": {account_label(name): _tally(tally) for name, tally in counts.accounts.items()},
+        # The payments this run added (their webhooks never arrived): the first FOUND_LISTED, and all.
+        "found": found_payments(session, counts.found),
+        "found_count": counts.found_count,
     }

@@ -449,6 +449,37 @@ def _print_reconcile_report(report: dict[str, Any]) -> None:
         f"  Stripe payments tied to no funnel purchase: {unlinked['count']}"
         + "".join(f"\n    {i}" for i in unlinked["sample"])
     )
+    accounts = report.get("accounts") or {}
+    connect = bool(set(accounts) - {"platform"})
+    if connect:
+        print("Per account:")
+        for name, tally in accounts.items():
+            print(
+                f"  {name}: seen {tally['seen']:,}  added {tally['added']:,}"
+                f"  missed webhooks {tally['missed_webhooks']:,}  API calls {tally['api_calls']:,}"
+            )
+
+    def named(payment: dict[str, Any]) -> str:
+        kind, k, total = payment["kind"], payment["installment"], payment["installments_total"]
+        if kind == "installment":
+            which = f"installment {k or '?'} of {total or '?'}"
+        elif kind == "subscription":
+            which = f"subscription payment {k}" if k else "subscription payment"
+        else:
+            which = "one-time payment"
+        details = [which, payment["customer_email"] or "customer not known yet"]
+        details.append(format_amount(payment["amount"], payment["currency"]))
+        if payment.get("status") == "failed":
+            details.append("a failed attempt")
+        where = f" on {payment['account']}" if connect else ""
+        return f"charge {payment['id']}{where} ({', '.join(details)}): its webhook never arrived"
+
+    found, found_count = report.get("found") or [], report.get("found_count", 0)
+    print(f"Payments this run added: {found_count}")
+    for payment in found:
+        print(f"  {named(payment)}")
+    if found_count > len(found):
+        print(f"  ... and {found_count - len(found):,} more (reconcile --json lists the first {len(found)})")
 
 
 class CannotReconcile(RuntimeError):
@@ -464,6 +495,10 @@ def run_reconcile(since: datetime | None, until: datetime | None, progress=None)
     reader = runtime.stripe_reader()
     if reader is None:
         raise CannotReconcile("STRIPE_API_KEY is not set; the nightly run lists charges from Stripe")
+    try:
+        accounts = settings.reconcile_account_ids()
+    except ValueError as exc:
+        raise CannotReconcile(str(exc)) from None
     db = runtime.database()
     start, end = default_window(db, utcnow(), settings.reconcile_initial_days)
     start, end = since or start, until or end
@@ -473,7 +508,7 @@ def run_reconcile(since: datetime | None, until: datetime | None, progress=None)
         )
     from worker.actors import send_alerts
 
-    return reconcile(db, reader, start, end, progress=progress, on_alerts=send_alerts)
+    return reconcile(db, reader, start, end, accounts=accounts, progress=progress, on_alerts=send_alerts)
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
@@ -631,7 +666,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_import_sales)
 
-    p = sub.add_parser("reconcile", help="the nightly run: add what no webhook delivered, report gaps")
+    p = sub.add_parser(
+        "reconcile",
+        help="the nightly run: add what no webhook delivered (payments, refunds, disputes, subscriptions"
+        " of each account in RECONCILE_ACCOUNTS), name the payments found, report gaps",
+    )
     p.add_argument("--since", type=_iso_datetime, help="default: the last run's end less 48 h")
     p.add_argument("--until", type=_iso_datetime, help="default: now")
     p.add_argument("--json", action="store_true")

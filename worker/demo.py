@@ -139,7 +139,13 @@ def run() -> int:
             _wait("every event to be processed", lambda: _unfinished(cli, env) == 0)
 
             _section("The nightly run (python -m worker reconcile)")
-            subprocess.run([*cli, "reconcile"], env=env, check=True, stderr=log)
+            nightly = subprocess.run(
+                [*cli, "reconcile"], env=env, check=True, stderr=log, stdout=subprocess.PIPE, text=True
+            )
+            print(nightly.stdout, end="")
+            unnamed = [c for c in scenario.undelivered if f"charge {c} " not in nightly.stdout]
+            if unnamed:
+                raise SystemExit(f"demo: the nightly run did not name {', '.join(unnamed)}")
             _wait("the alert to reach the sink", lambda: len(_Sink.received) >= 1, timeout=30)
 
             _section("Complete sales view (python -m worker sales)")

@@ -5,6 +5,7 @@ The README's "Configuration" table documents each variable; keep the two in step
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Literal
 
@@ -14,6 +15,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # The API version every request we make is pinned to: the one stripe-python 16.1.0 was generated for.
 # Webhook payloads still arrive in the version of the seller's endpoint, so handlers read both shapes.
 PINNED_STRIPE_API_VERSION = "2026-10-28.endive"
+
+_ACCOUNT_ID = re.compile(r"^acct_[A-Za-z0-9]{1,250}$")
 
 
 class Settings(BaseSettings):
@@ -45,6 +48,9 @@ class Settings(BaseSettings):
     # Nightly reconciliation
     reconcile_at: str = Field(default="03:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")  # UTC, HH:MM
     reconcile_initial_days: int = Field(default=30, ge=1, le=3650)
+    # Connect accounts the nightly run lists (comma-separated acct_... ids); empty: the platform only.
+    # Checked when the run starts (`reconcile_account_ids`), so a typo here stops only the nightly run.
+    reconcile_accounts: str = ""
 
     # Receiver
     host: str = "127.0.0.1"
@@ -84,6 +90,22 @@ class Settings(BaseSettings):
             return []
         raw = self.stripe_webhook_secret.get_secret_value()
         return [part.strip() for part in raw.split(",") if part.strip()]
+
+    def reconcile_account_ids(self) -> list[str]:
+        """The accounts the nightly run lists, in order: `[""]` (the platform) when none are set.
+
+        Raises ValueError with a one-line message naming RECONCILE_ACCOUNTS when an id is malformed.
+        """
+        ids = [part.strip() for part in self.reconcile_accounts.split(",") if part.strip()]
+        for position, account in enumerate(ids, start=1):
+            if not _ACCOUNT_ID.match(account):
+                # Shown only when it is a mistyped id: a key pasted into the wrong variable is not.
+                shown = repr(account[:60]) if account.startswith("acct_") else f"entry {position}"
+                raise ValueError(
+                    f"RECONCILE_ACCOUNTS: {shown} is not a Stripe account id (acct_ followed by letters"
+                    " and digits); separate ids with commas, or leave it empty for the platform account"
+                )
+        return list(dict.fromkeys(ids)) or [""]
 
     def secret_values(self) -> list[str]:
         """Every configured secret, so log and error output can be scrubbed of them."""

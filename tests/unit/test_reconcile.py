@@ -23,17 +23,29 @@ T = int(START.timestamp())
 
 
 class PagedStripe:
-    """Serves Stripe list endpoints newest first with cursors, the way the API does."""
+    """Serves Stripe list endpoints newest first with cursors, the way the API does.
 
-    def __init__(self, objects: dict[str, list[dict]]):
-        self.objects = {
-            name: sorted(items, key=lambda o: (-o["created"], o["id"])) for name, items in objects.items()
-        }
+    `objects` are the platform account's; `accounts` maps a Connect account id to its own objects,
+    served to requests with that `Stripe-Account` header. Every request is recorded in `requests`.
+    """
+
+    def __init__(self, objects: dict[str, list[dict]], *, accounts: dict[str, dict[str, list[dict]]] = None):
+        self.objects = {"": self._newest_first(objects)}
+        for account, owned in (accounts or {}).items():
+            self.objects[account] = self._newest_first(owned)
         self.fail_after: int | None = None
         self.calls = 0
+        self.requests: list[httpx.Request] = []
+
+    @staticmethod
+    def _newest_first(objects: dict[str, list[dict]]) -> dict[str, list[dict]]:
+        return {
+            name: sorted(items, key=lambda o: (-o["created"], o["id"])) for name, items in objects.items()
+        }
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.calls += 1
+        self.requests.append(request)
         if self.fail_after is not None and self.calls > self.fail_after:
             return httpx.Response(
                 500,
@@ -43,7 +55,10 @@ class PagedStripe:
         name = request.url.path.removeprefix("/v1/")
         params = request.url.params
         gte, lt = int(params["created[gte]"]), int(params["created[lt]"])
-        items = [o for o in self.objects.get(name, []) if gte <= o["created"] < lt]
+        owned = self.objects.get(request.headers.get("Stripe-Account", ""), {})
+        items = [o for o in owned.get(name, []) if gte <= o["created"] < lt]
+        if name == "subscriptions" and params.get("status") != "all":
+            items = [o for o in items if o["status"] not in ("canceled", "incomplete_expired")]
         if "starting_after" in params:
             ids = [o["id"] for o in items]
             items = items[ids.index(params["starting_after"]) + 1 :]
@@ -59,10 +74,15 @@ class PagedStripe:
         )
 
 
-@pytest.fixture
-def reader():
+def stripe_reader() -> StripeReader:
+    """A real reader (counting its calls) on the stand-in's address; one try per request."""
     settings = Settings(stripe_api_key="sk_test_nightly", stripe_api_base=API, stripe_max_attempts=1)
     return StripeReader(settings, make_client(settings))
+
+
+@pytest.fixture
+def reader():
+    return stripe_reader()
 
 
 def charges(n: int, *, offset: int = 0) -> list[dict]:
@@ -83,10 +103,10 @@ def stored_charges(db) -> int:
         return session.exec(select(func.count()).select_from(Charge)).one()
 
 
-def run(db, reader, stripe):
+def run(db, reader, stripe, **options):
     with respx.mock:
         respx.route(host="127.0.0.1", port=12111).mock(side_effect=stripe)
-        return reconcile(db, reader, START, END)
+        return reconcile(db, reader, START, END, **options)
 
 
 def test_the_nightly_run_pages_through_250_charges_with_3_list_calls_and_adds_what_webhooks_missed(
@@ -100,7 +120,9 @@ def test_the_nightly_run_pages_through_250_charges_with_3_list_calls_and_adds_wh
     assert report["counts"]["seen"] == 250
     assert report["counts"]["added"] == report["counts"]["missed_webhooks"] == 10
     assert report["counts"]["already_present"] == 240
-    assert report["api_calls"] == 3 + 1 + 1  # ceil(250/100) charge pages, one empty page each for the others
+    # ceil(250/100) charge pages, one empty page each for invoice payments, refunds, disputes, subscriptions
+    assert report["api_calls"] == 3 + 1 + 1 + 1 + 1
+    assert report["accounts"]["platform"]["api_calls"] == report["api_calls"]
     assert stored_charges(db) == 250
     added = sum(1_000 + i for i in range(240, 250))
     assert report["totals"]["usd"]["added"] == added
@@ -133,7 +155,7 @@ def test_running_the_same_window_twice_changes_nothing(db, reader):
 
 def test_a_run_that_dies_resumes_where_it_stopped_without_doubling(db, reader):
     stripe = PagedStripe({"charges": charges(350), "refunds": [], "invoice_payments": []})
-    stripe.fail_after = 2  # two pages in, Stripe goes away
+    stripe.fail_after = 3  # the (empty) invoice payments and two charge pages in, Stripe goes away
     with pytest.raises(Exception, match="down"):
         run(db, reader, stripe)
     with db.session() as session:

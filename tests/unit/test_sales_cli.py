@@ -134,8 +134,12 @@ def test_reconcile_json_reports_the_window_counts_totals_and_api_calls(cli_db, c
         )
         respx.get(f"{API}/v1/invoice_payments").mock(return_value=httpx.Response(200, json=empty))
         respx.get(f"{API}/v1/refunds").mock(return_value=httpx.Response(200, json=empty))
+        respx.get(f"{API}/v1/disputes").mock(return_value=httpx.Response(200, json=empty))
+        respx.get(f"{API}/v1/subscriptions").mock(return_value=httpx.Response(200, json=empty))
         code, report = run_json(capsys, "reconcile", "--since", "2026-10-01", "--until", "2026-12-01")
     assert code == 0
     assert report["window"] == {"since": "2026-10-01T00:00:00Z", "until": "2026-12-01T00:00:00Z"}
-    assert report["counts"]["missed_webhooks"] == 1 and report["api_calls"] == 3
+    # One page of each of the five lists.
+    assert report["counts"]["missed_webhooks"] == 1 and report["api_calls"] == 5
+    assert [(f["id"], f["kind"]) for f in report["found"]] == [("ch_missed", "one_time")]
     assert report["totals"]["usd"]["added"] == 2_500
