@@ -280,7 +280,51 @@ def refresh_customers(
             alert_id = upsert_alert(session, draft)
             if alert_id is not None:
                 to_send.append(alert_id)
+        to_send += _withdraw_stale_access_alerts(session, email, {d.key for d in drafts})
     return to_send
+
+
+def _withdraw_stale_access_alerts(session: Session, email: str, live: set[str]) -> list[int]:
+    """Close access alerts whose cause is gone: their refund failed or was canceled (staff often
+    refund again, and that refund then has its own alert), or the kept purchase was refunded too.
+
+    The alert stays, resolved by the worker with the reason, and is sent again so staff who were about
+    to act on it know; if its cause comes back (a late event), the next refresh reopens it.
+    """
+    alerts = Alert.__table__
+    stale = execute(
+        session,
+        select(alerts.c.id, alerts.c.key, alerts.c.refund_id, alerts.c.message).where(
+            alerts.c.customer_email == email,
+            alerts.c.kind == "access_revocation",
+            alerts.c.state.is_distinct_from("withdrawn"),
+        ),
+    ).all()
+    withdrawn = []
+    now = utcnow()
+    for alert in stale:
+        if alert.key in live:
+            continue
+        reason = f"Withdrawn: refund {alert.refund_id} no longer leaves a paid duplicate (it failed or was "
+        reason += "canceled, or the other purchase was refunded too); nothing to re-grant for it."
+        session.connection().execute(
+            update(alerts)
+            .where(alerts.c.id == alert.id)
+            .values(
+                state="withdrawn",
+                status="resolved",
+                resolved_by="worker",
+                resolved_at=now,
+                resolution_note=reason,
+                message=f"{alert.message} {reason}",
+                updated_at=now,
+                delivery_status="pending",
+                claimed_at=None,
+                delivery_attempts=0,
+            )
+        )
+        withdrawn.append(alert.id)
+    return withdrawn
 
 
 def _update_record(
