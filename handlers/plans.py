@@ -154,10 +154,14 @@ def plan_end_note(plan: PlanRow) -> str:
     """The note a completed or cancelled plan leaves on the customer's record."""
     product = f"\u201c{plan.product}\u201d" if plan.product else "a product"
     if plan.status == "completed":
+        ended = (
+            f"the funnel ended subscription {plan.subscription_id} ({_day(plan.canceled_at)})"
+            if plan.canceled_at
+            else f"the funnel has yet to end subscription {plan.subscription_id}"
+        )
         return (
             f"Payment plan {product} completed: {plan.installments_paid} of {plan.installments_total} "
-            f"payments made; the funnel ended subscription {plan.subscription_id} "
-            f"({_day(plan.canceled_at)}). Access continues."
+            f"payments made; {ended}. Access continues."
         )
     if plan.unpaid_invoices:
         why = f"{plan.unpaid_invoices} unpaid invoice(s): access ends at once ({_day(plan.access_ends_at)})"

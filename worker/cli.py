@@ -382,8 +382,13 @@ def cmd_import_sales(args: argparse.Namespace) -> int:
         print(str(exc), file=sys.stderr)
         return 2
     if result.rows:
+        from handlers.customers import refresh_customers
+
         with runtime.database().session() as session:
             store_purchases(session, result.rows)
+            # An exported purchase can complete what its webhook would have: a sale's product, an
+            # access alert's kept purchase. Alerts it changes are sent by the clock's delivery sweep.
+            refresh_customers(session, {row["customer_email"] for row in result.rows})
     report = {
         "file": str(path),
         "imported": len(result.rows),

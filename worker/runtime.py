@@ -36,9 +36,10 @@ def configure_domain() -> None:
     """Hand the domain rules their configured values (handlers read no settings themselves)."""
     from datetime import timedelta
 
-    from handlers import customers
+    from handlers import customers, sales_view
 
     customers.DUPLICATE_WINDOW = timedelta(days=get_settings().duplicate_window_days)
+    sales_view.MERGE_CUSTOMERS_ACROSS_ACCOUNTS = get_settings().merge_customers_across_accounts
 
 
 def reset() -> None:

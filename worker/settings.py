@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     alert_webhook_url: SecretStr | None = None
     alert_timeout_seconds: float = Field(default=10.0, gt=0)
     duplicate_window_days: int = Field(default=30, ge=1, le=3650)
+    # Under Connect, one email can be a customer of several sellers: kept apart unless this is true.
+    merge_customers_across_accounts: bool = False
 
     # Nightly reconciliation
     reconcile_at: str = Field(default="03:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")  # UTC, HH:MM
