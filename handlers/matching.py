@@ -81,6 +81,8 @@ class Matches:
     sales: list[Sale]
     # charge id -> (the sale it belongs to, whether it is the very payment the funnel recorded)
     sale_of_charge: dict[str, tuple[Sale, bool]] = field(default_factory=dict)
+    # (charge id, payment intent) of every sale's own payment
+    owned: set[tuple[str, str | None]] = field(default_factory=set)
 
     def unpaid_sales(self) -> list[Sale]:
         """Sales whose own payment has not arrived: each is shown as one funnel row."""
@@ -88,11 +90,7 @@ class Matches:
 
     def _covered(self, sale: Sale) -> bool:
         # An order bump on the same checkout charge as the main product: that charge's row covers it.
-        return any(
-            sale.payment_id in (charge_id, payment_intent) for charge_id, payment_intent in self._taken
-        )
-
-    _taken: set[tuple[str, str | None]] = field(default_factory=set)
+        return sale.payment_id is not None and any(sale.payment_id in pair for pair in self.owned)
 
 
 def sale_identity(record: FunnelRecord) -> tuple[str, str]:
@@ -156,7 +154,7 @@ def _own(result: Matches, sale: Sale, payment: Payment, claimed: set[str]) -> No
     sale.payment = payment.charge_id
     claimed.add(payment.charge_id)
     result.sale_of_charge[payment.charge_id] = (sale, True)
-    result._taken.add((payment.charge_id, payment.payment_intent_id))
+    result.owned.add((payment.charge_id, payment.payment_intent_id))
 
 
 def _by_payment_id(
@@ -188,7 +186,7 @@ def _first_payment(candidates: list[Payment], claimed: set[str]) -> Payment | No
 def _intent_owner(result: Matches, payment_intent: str | None) -> Sale | None:
     if not payment_intent:
         return None
-    for charge_id, intent in result._taken:
+    for charge_id, intent in result.owned:
         if intent == payment_intent:
             return result.sale_of_charge[charge_id][0]
     return None

@@ -109,6 +109,12 @@ CASES = {
         {"1": None},
         ["1"],
     ),
+    "a purchase with no ids is not hidden by a charge without a payment intent": (
+        [funnel("1", payment="ch_legacy"), funnel("2", "Other")],
+        [pay("ch_legacy", None)],
+        {"1": "ch_legacy", "2": None},
+        ["2"],
+    ),
     "an order bump on the same checkout payment adds no second row": (
         [funnel("1", "Course", payment="pi_1", key="77"), funnel("1", "Bump", payment="pi_1", key="78")],
         [pay("ch_1", "pi_1")],
