@@ -66,7 +66,15 @@ def _section(title: str) -> None:
 
 
 def run() -> int:
-    from stripe_standin import StandinServer, Store
+    try:
+        from stripe_standin import StandinServer, Store
+    except ImportError:
+        # The stand-in is a development tool, not part of the installed package.
+        print(
+            "demo: needs the source checkout (its stripe_standin/ stands in for Stripe); run it there",
+            file=sys.stderr,
+        )
+        return 2
 
     if DEMO_DIR.exists():
         shutil.rmtree(DEMO_DIR)

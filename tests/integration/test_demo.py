@@ -32,8 +32,17 @@ def test_the_demo_shows_all_installments_the_refund_notes_and_exactly_one_access
     )
     out = result.stdout
     assert result.returncode == 0, result.stderr[-3000:]
-    plan = [line for line in out.splitlines() if "Online course (3 payments)" in line]
+    # The sales view's rows of the plan (the plan's note and the nightly report name it too).
+    plan = [
+        line
+        for line in out.splitlines()
+        if "Online course (3 payments)" in line and re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d ", line)
+    ]
     assert [re.search(r"(\d) of 3", line).group(1) for line in plan] == ["1", "2", "3"]
+    assert (
+        "charge ch_demo_plan3 (installment 3 of 3, aiko@example.jp, 33,000 JPY): its webhook never arrived"
+        in out
+    )
     assert "missed webhooks 1" in out
     assert "refund of 198.00 USD (full, of 198.00 USD)" in out and "Reason: duplicate" in out
     assert "refund of 40.00 USD (partial, of 120.00 USD)" in out

@@ -207,3 +207,37 @@ def test_a_thread_that_cannot_get_its_turn_gets_the_same_error_and_writes_nothin
         assert execute(session, CUSTOMERS_BY_EMAIL, {"emails": emails}).scalars().all() == [
             "first@example.com"
         ]
+
+
+def test_the_sqlalchemy_internals_prepared_statements_read_are_still_there():
+    """models/prepared.py reads SQLAlchemy's compiled-statement internals; pyproject pins SQLAlchemy
+    exactly. An upgrade that moves any of them fails here, by name, before it can mis-bind a value."""
+    import sqlalchemy
+    from sqlalchemy import Integer, bindparam, column, select, table
+    from sqlalchemy.dialects import sqlite
+
+    assert sqlalchemy.__version__ == "2.1.9", (
+        "re-check models/prepared.py against this SQLAlchemy, then re-pin"
+    )
+    example = table("t", column("id", Integer), column("email"))
+    statement = select(example.c.id).where(example.c.email.in_(bindparam("ids", expanding=True)))
+    compiled = statement.compile(dialect=sqlite.dialect())
+    for name in (
+        "_bind_processors",
+        "_result_columns",
+        "post_compile_params",
+        "literal_execute_params",
+        "bind_names",
+        "positional",
+        "positiontup",
+        "string",
+        "construct_params",
+        "construct_expanded_state",
+    ):
+        assert hasattr(compiled, name), f"SQLAlchemy's compiled statements lost {name}"
+    state = compiled.construct_expanded_state({"ids": ["a", "b"]})
+    for name in ("statement", "parameters", "positiontup", "processors"):
+        assert hasattr(state, name), f"SQLAlchemy's expanded state lost {name}"
+    assert state.parameters == {"ids_1": "a", "ids_2": "b"}
+    key, name, objects, type_ = compiled._result_columns[0]
+    assert name == "id" and hasattr(type_, "_cached_result_processor")
