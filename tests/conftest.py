@@ -71,7 +71,7 @@ def db(_shared_database) -> Database:
 
 @pytest.fixture
 def stub_broker():
-    from worker.broker import broker
+    from worker.jobs.broker import broker
 
     broker.flush_all()
     yield broker

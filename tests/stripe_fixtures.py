@@ -7,7 +7,7 @@ import json
 import time
 from typing import Any
 
-from worker.signature import sign
+from worker.receiver.signature import sign
 
 TEST_SECRET = "whsec_test_" + "a1b2c3d4" * 4
 _counter = itertools.count(1)

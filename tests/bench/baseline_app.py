@@ -1,8 +1,8 @@
 """The benchmark's floor: the least a webhook receiver can do, as a raw ASGI app with no framework.
 
-It does what the real receiver must do and nothing else: read the body, verify the Stripe signature with
-the receiver's own `worker.signature.verify`, take the event id out of the JSON, LPUSH it to Redis, answer
-200. No database, no de-duplication, no validation beyond the signature.
+It does what the real receiver must do and nothing else: read the body, verify the Stripe signature
+with the receiver's own `worker.receiver.signature.verify`, take the event id out of the JSON, LPUSH it
+to Redis, answer 200. No database, no de-duplication, no validation beyond the signature.
 
 Redis client: `redis.asyncio` (redis-py 8, the same library the receiver reaches Redis through via
 Dramatiq, in its asyncio form), one pooled client for the process. That is what a minimal async receiver
@@ -11,7 +11,7 @@ faster, but it would measure a Redis client nobody ships rather than the cost of
 webhook". The receiver's Dramatiq enqueue does more than one LPUSH (an EVALSHA of its dispatch script
 that stores the message and pushes its id); that difference is part of what the benchmark measures.
 
-Served exactly like `python -m worker web` (worker/cli.py:cmd_web): `uvicorn.run` with the same keyword
+Served exactly like `python -m worker web` (worker/ops/cli.py:cmd_web): `uvicorn.run` with the same keyword
 arguments, so the event loop (uvloop) and HTTP parser (httptools) are the same "auto" choices.
 
 Run: python -m tests.bench.baseline_app --host 127.0.0.1 --port 8001
@@ -27,7 +27,7 @@ import os
 import redis.asyncio as aioredis
 import uvicorn
 
-from worker.signature import SignatureError, verify
+from worker.receiver.signature import SignatureError, verify
 
 TOLERANCE_SECONDS = 300  # the receiver's default WEBHOOK_TOLERANCE_SECONDS
 JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -117,7 +117,7 @@ def main() -> None:
         secrets=_secrets(),
         key=os.environ.get("BASELINE_REDIS_KEY", "baseline:events"),
     )
-    # Same arguments as worker/cli.py:cmd_web (loop and http left on "auto": uvloop and httptools).
+    # Same arguments as worker/ops/cli.py:cmd_web (loop and http left on "auto": uvloop and httptools).
     uvicorn.run(
         app,
         host=args.host,

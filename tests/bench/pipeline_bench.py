@@ -235,7 +235,7 @@ class Bench:
     # --- the ceiling ----------------------------------------------------------------------------------
 
     def noop_ceiling(self) -> dict:
-        from worker.broker import enqueue_many
+        from worker.jobs.broker import enqueue_many
 
         self.redis.flushdb()
         actor = noop_worker()
@@ -343,14 +343,14 @@ _GROUPS = (
 
 # Cumulative time per event in these (path suffix, function): which step of an event costs what.
 _STEPS = (
-    ("worker/processing.py", "process_event", "the whole event (claim, handler, done mark)"),
+    ("worker/jobs/processing.py", "process_event", "the whole event (claim, handler, done mark)"),
     ("handlers/customers.py", "refresh_customers", "refresh the customer's notes and alerts"),
     ("handlers/sales_view.py", "load_customer_facts", "  of which: read the customer's payments"),
     ("handlers/customers.py", "_write_note", "  of which: write refund notes"),
     ("handlers/customers.py", "emails_for_charges", "find the customers of the charges"),
     ("models/db.py", "upsert_many", "upsert the charge or refund"),
     ("sqlalchemy/orm/session.py", "commit", "commit"),
-    ("worker/processing.py", "_claim", "claim the event row"),
+    ("worker/jobs/processing.py", "_claim", "claim the event row"),
 )
 
 
@@ -382,8 +382,8 @@ def profile_in_process(database_url: str, count: int, log_path: Path) -> dict:
     import logging
 
     from models import Database
-    from worker import processing
-    from worker.logs import configure_logging
+    from worker.jobs import processing
+    from worker.ops.logs import configure_logging
 
     configure_logging("INFO", "json")  # as the worker does, but into a file
     handler = logging.getLogger().handlers[0]

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tests.stripe_fixtures import charge, event, refund
-from worker.signature import sign
+from worker.receiver.signature import sign
 
 # Types no handler takes (handlers/__init__.py): the receiver stores them `ignored` and enqueues nothing.
 UNKNOWN_TYPES = (
@@ -191,7 +191,7 @@ def noop_worker():
     """Declare the no-op actor for tests/bench/pipeline_bench.py and return it: the queue's own ceiling.
 
     `python -m dramatiq tests.bench.pipeline_events:noop_worker` calls this in the worker process the way
-    `worker.actors` is imported for the real worker: the same broker (worker/broker.py: Redis, from
+    `worker.jobs.actors` is imported for the real worker: the same broker (worker/jobs/broker.py: Redis, from
     REDIS_URL, CurrentMessage middleware), the same logging set-up, the same queue name and retry options
     as `process_event`, and the same arguments (event id, account). Its body does nothing, so a worker
     running it measures Dramatiq and Redis alone. The bench calls it too, to enqueue for it.
@@ -200,8 +200,8 @@ def noop_worker():
     if _noop_actor is None:
         import dramatiq
 
-        from worker.broker import EVENTS_QUEUE
-        from worker.logs import configure_logging
+        from worker.jobs.broker import EVENTS_QUEUE
+        from worker.ops.logs import configure_logging
         from worker.settings import get_settings
 
         settings = get_settings()

@@ -30,7 +30,7 @@ from sqlalchemy import event as sqlalchemy_event  # noqa: E402
 
 from models import Database  # noqa: E402
 from tests.bench.pipeline_bench import _mix, store_directly  # noqa: E402
-from worker import processing  # noqa: E402
+from worker.jobs import processing  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

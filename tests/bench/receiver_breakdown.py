@@ -4,9 +4,9 @@ receiver_bench.py measures the whole receiver over HTTP; this runs the same code
 webhook at a time (no concurrency, no HTTP client), and reports mean wall and CPU microseconds per
 webhook, and the wall-time p99 and maximum (a COMMIT that also checkpoints the WAL shows there), for:
 
-  verify            worker.signature.verify
-  parse             worker.stripe_events.parse_event
-  store (FULL)      worker.intake.store_event: one SQLAlchemy session, INSERT ... ON CONFLICT, COMMIT
+  verify            worker.receiver.signature.verify
+  parse             worker.receiver.stripe_events.parse_event
+  store (FULL)      worker.receiver.intake.store_event: one SQLAlchemy session, INSERT ... ON CONFLICT, COMMIT
   store (NORMAL)    the same with PRAGMA synchronous=NORMAL
   raw sqlite3       the same INSERT and COMMIT through the sqlite3 module (FULL): SQLite's own share
   enqueue           actors.process_event.send (Dramatiq's Redis broker: EVALSHA of its dispatch script)
@@ -75,11 +75,12 @@ def run(count: int, workdir: Path, redis_port: int) -> list[dict]:
 
     from models import Database
     from models.migrate import upgrade
-    from worker import actors, runtime
-    from worker.intake import store_event
-    from worker.signature import verify
-    from worker.stripe_events import parse_event
-    from worker.web import app_from_settings
+    from worker import runtime
+    from worker.jobs import actors
+    from worker.receiver.intake import store_event
+    from worker.receiver.signature import verify
+    from worker.receiver.stripe_events import parse_event
+    from worker.receiver.web import app_from_settings
 
     factory = WebhookFactory(TEST_SECRET, seed=3)
     secrets = [TEST_SECRET]

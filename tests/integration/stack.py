@@ -327,7 +327,7 @@ class Stack:
         wait_until(healthy, f"the receiver to answer /healthz on port {self.web_port}", watch=[self.web])
 
     def start_worker(self) -> None:
-        argv = [PYTHON, "-m", "dramatiq", "worker.actors", "--processes", "1", "--threads", "2"]
+        argv = [PYTHON, "-m", "dramatiq", "worker.jobs.actors", "--processes", "1", "--threads", "2"]
         self.worker = self._spawn("worker", argv)
         wait_until(
             lambda: "ready for action" in self.worker.stderr_path.read_text(errors="replace"),

@@ -10,7 +10,7 @@ import pytest
 
 from tests import stripe_fixtures as sf
 from tests.integration.stack import MAX_BODY_BYTES, Stack, needs_redis
-from worker.signature import sign
+from worker.receiver.signature import sign
 
 pytestmark = [pytest.mark.integration, needs_redis]
 

@@ -197,7 +197,7 @@ def test_a_worker_killed_inside_a_handler_leaves_the_event_processing_and_after_
 
     stack.start_worker()
     # A new worker does not get the dead one's message: Dramatiq's Redis broker gives it back only after
-    # a 60 s heartbeat timeout (not configurable without changing worker/broker.py), and then only on a
+    # a 60 s heartbeat timeout (not configurable without changing worker/jobs/broker.py), and then only on a
     # random 0.1% of its commands. Nor does the sweeper with its default 900 s for `processing` rows.
     default_sweep = stack.cli("sweep", "--json")
     assert default_sweep.returncode == 0, default_sweep

@@ -2,7 +2,7 @@
 
 What only a real HTTP server shows: raw latin-1 header bytes reaching the app (the test client re-encodes
 them), Content-Length framing done by the server, and the server's own log lines. The server is built
-with the same uvicorn options `worker.cli.cmd_web` uses. No Redis is needed: the queue is a list.
+with the same uvicorn options `worker.ops.cli.cmd_web` uses. No Redis is needed: the queue is a list.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from sqlmodel import func, select
 from models import Database, Event
 from tests.stripe_fixtures import TEST_SECRET, charge, event
 from tests.unit.test_receiver import RecordingQueue
-from worker import cli
+from worker.ops import cli
+from worker.receiver.signature import sign
+from worker.receiver.web import create_app
 from worker.settings import Settings
-from worker.signature import sign
-from worker.web import create_app
 
 pytestmark = pytest.mark.integration
 
@@ -131,7 +131,7 @@ def test_over_real_http_a_signed_event_is_accepted_and_stored(live):
 
 
 # Was an unauthenticated 500 plus an ERROR traceback per request until c776240: uvicorn passes
-# obs-text header bytes to the app, and worker/signature.py crashed on them.
+# obs-text header bytes to the app, and worker/receiver/signature.py crashed on them.
 @pytest.mark.parametrize("header", [b"t=\xb2,v1=00", b"t={now},v1=\xe9"], ids=["superscript-t", "latin1-v1"])
 def test_over_real_http_a_signature_header_with_latin1_bytes_gets_400_not_500(live, header):
     header = header.replace(b"{now}", str(int(time.time())).encode())

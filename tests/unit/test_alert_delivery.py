@@ -13,9 +13,11 @@ from models import Alert, Event
 from models.types import utcnow
 from tests.unit.test_refund_notes_and_alerts import duplicate_refund_events
 from tests.unit.test_sales_view import deliver
-from worker import alert_sink, cli, processing, runtime
-from worker.intake import store_event
-from worker.stripe_events import event_from_dict
+from worker import runtime
+from worker.jobs import alert_sink, processing
+from worker.ops import cli
+from worker.receiver.intake import store_event
+from worker.receiver.stripe_events import event_from_dict
 
 SINK = "https://hooks.example.test/services/T000/B000/secretpart"
 

@@ -10,9 +10,9 @@ from models import Alert
 from tests.sales_scenarios import T0
 from tests.stripe_fixtures import charge, event, refund
 from tests.unit.test_sales_view import view
-from worker import processing
-from worker.intake import store_event
-from worker.stripe_events import event_from_dict
+from worker.jobs import processing
+from worker.receiver.intake import store_event
+from worker.receiver.stripe_events import event_from_dict
 
 
 def deliver(db, document) -> None:

@@ -11,7 +11,7 @@ from alembic.script import ScriptDirectory
 from models import Database, Event
 from models.migrate import alembic_config, upgrade
 from models.types import utcnow
-from worker import doctor
+from worker.ops import doctor
 from worker.settings import Settings, get_settings
 
 BASE = "http://127.0.0.1:12111"

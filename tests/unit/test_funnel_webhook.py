@@ -10,8 +10,8 @@ from models import Event, FunnelPurchase
 from tests.sales_scenarios import funnel_purchase
 from tests.stripe_fixtures import TEST_SECRET
 from tests.unit.test_receiver import RecordingQueue
-from worker import processing
-from worker.web import create_app
+from worker.jobs import processing
+from worker.receiver.web import create_app
 
 TOKEN = "cf-token-0123456789abcdef"
 

@@ -36,11 +36,11 @@ from tests.conftest import empty_tables
 from tests.sales_scenarios import funnel_purchase
 from tests.stripe_fixtures import TEST_SECRET, charge, event, refund, signed
 from tests.unit.test_receiver import RecordingQueue
-from worker import processing
-from worker.processing import EventGaveUp
-from worker.signature import compute_signature, sign
-from worker.stripe_events import MAX_CREATED, NotAStripeEvent, event_from_dict
-from worker.web import create_app
+from worker.jobs import processing
+from worker.jobs.processing import EventGaveUp
+from worker.receiver.signature import compute_signature, sign
+from worker.receiver.stripe_events import MAX_CREATED, NotAStripeEvent, event_from_dict
+from worker.receiver.web import create_app
 
 TOKEN = "cf-hostile-token-0123456789abcdef"
 FORGED_SECRET = "whsec_forged_" + "f0e1d2c3" * 4
@@ -1176,7 +1176,7 @@ def test_any_latin1_bytes_in_a_signature_header_get_a_json_400(receiver, caplog,
     assert_no_secret(answer, server_log(caplog))
 
 
-# Was a 500 (Content-Length "\xb2" passed str.isdigit() and reached int()); fixed in worker/web.py
+# Was a 500 (Content-Length "\xb2" passed str.isdigit() and reached int()); fixed in worker/receiver/web.py
 # while these tests were written. uvicorn refuses such a request itself (tests/integration).
 @pytest.mark.parametrize("path", ["/webhooks/stripe", f"/webhooks/funnel/{TOKEN}"])
 def test_a_content_length_of_superscript_digits_gets_a_4xx_not_500(receiver, path):

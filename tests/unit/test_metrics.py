@@ -12,9 +12,9 @@ from models.types import utcnow
 from tests.sales_scenarios import funnel_purchase
 from tests.stripe_fixtures import TEST_SECRET, charge, event, signed
 from tests.unit.test_receiver import RecordingQueue
-from worker import metrics
-from worker.signature import sign
-from worker.web import create_app
+from worker.ops import metrics
+from worker.receiver.signature import sign
+from worker.receiver.web import create_app
 
 TOKEN = "cf-token-0123456789abcdef"
 WEBHOOKS = "stripe_worker_webhooks_total"
@@ -107,7 +107,7 @@ def test_a_webhook_refused_because_the_database_is_down_is_counted_as_db_unavail
     def unavailable(*_args, **_kwargs):
         raise OperationalError("INSERT", {}, Exception("could not connect to server"))
 
-    monkeypatch.setattr("worker.event_writer.EventWriter._store", unavailable)
+    monkeypatch.setattr("worker.receiver.event_writer.EventWriter._store", unavailable)
     client = make_client(db)
     body, headers = signed(event("charge.succeeded", charge()))
     assert client.post("/webhooks/stripe", content=body, headers=headers).status_code == 503
@@ -153,7 +153,7 @@ def test_the_last_hour_shows_events_by_status_and_type_with_their_received_to_do
 def test_an_event_processed_by_a_worker_shows_as_done_although_the_web_process_never_saw_it(
     db, stub_broker, stub_worker, worker_db
 ):
-    from worker.actors import process_event
+    from worker.jobs.actors import process_event
 
     client = make_client(db)
     body, headers = signed(event("charge.succeeded", charge("ch_metrics"), event_id="evt_worked"))
@@ -199,7 +199,7 @@ def test_with_the_database_down_metrics_still_answer_with_the_webhook_counters_a
 
     client = make_client(db)
     client.post("/webhooks/funnel/wrong-token-0123456789", json=funnel_purchase())
-    monkeypatch.setattr("worker.event_stats.read_stats", unavailable)
+    monkeypatch.setattr("worker.ops.event_stats.read_stats", unavailable)
     samples = scrape(client)
     assert samples["stripe_worker_database_up"] == 0
     assert samples[webhooks("funnel", "rejected", "bad_token")] == 1
@@ -230,7 +230,7 @@ def test_with_a_metrics_token_the_page_needs_it_as_a_bearer_token(db):
     from starlette.testclient import TestClient
 
     from tests.stripe_fixtures import TEST_SECRET
-    from worker.web import create_app
+    from worker.receiver.web import create_app
 
     app = create_app(db=db, enqueue=lambda *_: None, secrets=[TEST_SECRET], metrics_token="metrics-token-abc")
     client = TestClient(app)

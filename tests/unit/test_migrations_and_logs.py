@@ -10,8 +10,8 @@ from sqlmodel import SQLModel
 
 from models import Database
 from models.migrate import upgrade
-from worker.devsecret import dev_webhook_secret, webhook_secrets
-from worker.logs import configure_logging, redact
+from worker.ops.logs import configure_logging, redact
+from worker.receiver.devsecret import dev_webhook_secret, webhook_secrets
 from worker.settings import Settings
 
 

@@ -36,11 +36,11 @@ from models import Alert, CustomerNote
 from stripe_standin.months import Month, make_month
 from stripe_standin.server import StandinServer
 from tests.conftest import empty_tables
-from worker import processing
-from worker.intake import funnel_event, store_event
+from worker.jobs import processing
+from worker.receiver.intake import funnel_event, store_event
+from worker.receiver.stripe_events import event_from_dict
 from worker.settings import Settings
 from worker.stripe_api import StripeReader, make_client
-from worker.stripe_events import event_from_dict
 
 MONTHS = int(os.environ.get("MONTHS", "50"))
 ONE_MONTH = os.environ.get("MONTH_SEED")

@@ -8,9 +8,9 @@ from sqlmodel import func, select
 from handlers import DISPATCH, Handler
 from models import Charge, Event, Refund
 from tests.stripe_fixtures import charge, event, refund
-from worker import processing
-from worker.intake import store_event
-from worker.stripe_events import event_from_dict
+from worker.jobs import processing
+from worker.receiver.intake import store_event
+from worker.receiver.stripe_events import event_from_dict
 
 
 def store(db, document) -> None:
@@ -28,7 +28,7 @@ def count(db, model) -> int:
 
 
 def test_an_event_sent_to_the_actor_ends_done_with_its_charge_recorded(stub_broker, stub_worker, worker_db):
-    from worker.actors import process_event
+    from worker.jobs.actors import process_event
 
     store(
         worker_db, event("charge.succeeded", charge("ch_a", amount=12_345, currency="jpy"), event_id="evt_a")
@@ -51,7 +51,7 @@ def test_an_event_sent_to_the_actor_ends_done_with_its_charge_recorded(stub_brok
 
 
 def test_an_unprocessable_event_is_dead_at_once_and_not_retried(stub_broker, stub_worker, worker_db):
-    from worker.actors import process_event
+    from worker.jobs.actors import process_event
 
     store(worker_db, event("charge.succeeded", charge("ch_bad", amount="a lot"), event_id="evt_bad"))
     process_event.send("evt_bad", "")

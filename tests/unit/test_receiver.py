@@ -10,7 +10,7 @@ from starlette.testclient import TestClient
 
 from models import Event, EventStatus
 from tests.stripe_fixtures import TEST_SECRET, charge, event, signed
-from worker.web import MissingWebhookSecret, create_app
+from worker.receiver.web import MissingWebhookSecret, create_app
 
 
 class RecordingQueue:
@@ -84,7 +84,7 @@ def _bad_requests():
     wrong_body, wrong_headers = signed(good, secret="whsec_someone_else")
     junk, junk_headers = b"{oops", {"Stripe-Signature": signed({}, TEST_SECRET)[1]["Stripe-Signature"]}
     not_event = json.dumps({"object": "charge", "id": "ch_1"}).encode()
-    from worker.signature import sign
+    from worker.receiver.signature import sign
 
     return [
         ("missing signature", body, {"Content-Type": "application/json"}, "missing Stripe-Signature"),
@@ -141,7 +141,7 @@ def test_when_the_database_is_down_stripe_gets_503_so_it_retries_and_nothing_is_
     def unavailable(*_args, **_kwargs):
         raise OperationalError("INSERT", {}, Exception("could not connect to server"))
 
-    monkeypatch.setattr("worker.event_writer.EventWriter._store", unavailable)
+    monkeypatch.setattr("worker.receiver.event_writer.EventWriter._store", unavailable)
     app = create_app(db=db, enqueue=queue, secrets=[TEST_SECRET])
     body, headers = signed(event("charge.succeeded", charge()))
     response = TestClient(app).post("/webhooks/stripe", content=body, headers=headers)

@@ -15,7 +15,8 @@ from tests.stripe_fixtures import charge
 from tests.unit.test_reconcile import PagedStripe, stripe_reader
 from tests.unit.test_reconcile_disputes_and_plans import alerts, nightly, stripe_dispute, stripe_subscription
 from tests.unit.test_sales_cli import API
-from worker import cli, runtime
+from worker import runtime
+from worker.ops import cli
 from worker.settings import Settings
 
 SELLERS = ("acct_1SellerAiko", "acct_1SellerBen")

@@ -19,7 +19,7 @@ from tests.sales_scenarios import BASIL, DAY, PLAN_EMAIL, T0, funnel_purchase, s
 from tests.stripe_fixtures import charge, event, refund
 from tests.unit.test_reconcile import API, PagedStripe, stripe_reader
 from tests.unit.test_sales_view import deliver, deliver_funnel, view
-from worker import cli
+from worker.ops import cli
 
 SINCE = datetime(2026, 9, 1, tzinfo=UTC)
 UNTIL = datetime(2027, 1, 1, tzinfo=UTC)

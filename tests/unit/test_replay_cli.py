@@ -10,9 +10,11 @@ from sqlmodel import func, select
 
 from models import Charge, Event
 from tests.stripe_fixtures import charge, event
-from worker import cli, processing, runtime
-from worker.intake import store_event
-from worker.stripe_events import event_from_dict
+from worker import runtime
+from worker.jobs import processing
+from worker.ops import cli
+from worker.receiver.intake import store_event
+from worker.receiver.stripe_events import event_from_dict
 
 API = "http://127.0.0.1:12111"
 

@@ -11,7 +11,8 @@ import respx
 from tests.sales_scenarios import BASIL, funnel_purchase, subscription_payment_events
 from tests.stripe_fixtures import charge
 from tests.unit.test_sales_view import deliver, deliver_funnel
-from worker import cli, runtime
+from worker import runtime
+from worker.ops import cli
 
 DATA = "tests/data"
 API = "http://127.0.0.1:12111"

@@ -14,11 +14,11 @@ from handlers.sales_view import load_sales_view
 from models import Charge, Event
 from tests.sales_scenarios import BASIL, PRE_BASIL, T0, funnel_purchase, subscription_payment_events
 from tests.stripe_fixtures import charge, event
-from worker import processing
-from worker.intake import funnel_event, store_event
+from worker.jobs import processing
+from worker.receiver.intake import funnel_event, store_event
+from worker.receiver.stripe_events import event_from_dict
 from worker.settings import Settings
 from worker.stripe_api import StripeReader, make_client
-from worker.stripe_events import event_from_dict
 
 API = "http://127.0.0.1:12111"
 

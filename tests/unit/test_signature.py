@@ -1,6 +1,6 @@
 import pytest
 
-from worker.signature import SignatureError, compute_signature, sign, verify
+from worker.receiver.signature import SignatureError, compute_signature, sign, verify
 
 SECRET = "whsec_unit_secret_one"
 BODY = b'{"id": "evt_1"}'

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from tests.stripe_fixtures import charge, event
-from worker.stripe_events import NotAStripeEvent, parse_event
+from worker.receiver.stripe_events import NotAStripeEvent, parse_event
 
 
 def test_a_stripe_event_body_parses_into_its_id_type_account_and_version():

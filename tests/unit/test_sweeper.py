@@ -6,10 +6,10 @@ from datetime import timedelta
 from models import Event, EventStatus
 from models.types import utcnow
 from tests.stripe_fixtures import charge, event
-from worker.intake import store_event
+from worker.jobs.sweeper import sweep
+from worker.receiver.intake import store_event
+from worker.receiver.stripe_events import event_from_dict
 from worker.settings import Settings
-from worker.stripe_events import event_from_dict
-from worker.sweeper import sweep
 
 SETTINGS = Settings(
     sweep_received_grace_seconds=30, sweep_processing_stale_seconds=900, sweep_failed_stale_seconds=1800
@@ -61,7 +61,7 @@ def test_stale_processing_and_failed_events_are_enqueued_again_and_finished_ones
 
 
 def test_a_sweep_pages_through_more_than_one_batch(db, monkeypatch):
-    monkeypatch.setattr("worker.sweeper.BATCH", 7)
+    monkeypatch.setattr("worker.jobs.sweeper.BATCH", 7)
     for i in range(20):
         add(db, f"evt_many{i:02d}", EventStatus.RECEIVED, age_seconds=100)
     sent, enqueue = collect()

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from models import Database, EventStatus
-from worker.intake import Enqueue, initial_status
-from worker.stripe_events import ParsedEvent
+from worker.receiver.intake import Enqueue, initial_status
+from worker.receiver.stripe_events import ParsedEvent
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class EventWriter:
     def __init__(self, db: Database, enqueue: Enqueue, enqueue_many=None) -> None:
         self.db = db
         self.enqueue = enqueue
-        # Optional: enqueue a whole batch in one round trip (`worker.broker.enqueue_many`).
+        # Optional: enqueue a whole batch in one round trip (`worker.jobs.broker.enqueue_many`).
         self.enqueue_many = enqueue_many
 
         self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-from worker.checks import API_KEY, FAIL, OK, WARN, Check
+from worker.ops.checks import API_KEY, FAIL, OK, WARN, Check
 from worker.settings import Settings
 
 _URL_SAFE = re.compile(r"^[A-Za-z0-9._~-]+$")

@@ -54,7 +54,7 @@ def cmd_web(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     uvicorn.run(
-        "worker.web:app_from_settings",
+        "worker.receiver.web:app_from_settings",
         factory=True,
         host=args.host or settings.host,
         port=args.port or settings.port,
@@ -71,7 +71,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         sys.executable,
         "-m",
         "dramatiq",
-        "worker.actors",
+        "worker.jobs.actors",
         "--processes",
         str(args.processes or settings.worker_processes),
         "--threads",
@@ -82,7 +82,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_clock(_: argparse.Namespace) -> int:
-    from worker import clock
+    from worker.jobs import clock
 
     settings = get_settings()
     jobs = [
@@ -95,13 +95,13 @@ def cmd_clock(_: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from worker import devstack
+    from worker.ops import devstack
 
     return devstack.run(processes=args.processes, threads=args.threads)
 
 
 def cmd_demo(_: argparse.Namespace) -> int:
-    from worker import demo
+    from worker.ops import demo
 
     return demo.run()
 
@@ -120,8 +120,9 @@ def cmd_migrate(_: argparse.Namespace) -> int:
 
 
 def _sweep():
-    from worker import actors, runtime, sweeper
-    from worker.broker import queue_depth
+    from worker import runtime
+    from worker.jobs import actors, sweeper
+    from worker.jobs.broker import queue_depth
 
     try:
         depth = queue_depth(actors.broker)
@@ -151,7 +152,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_events(args: argparse.Namespace) -> int:
     from worker import runtime
-    from worker.eventlog import event_detail, event_summary, find_by_id, find_events
+    from worker.ops.eventlog import event_detail, event_summary, find_by_id, find_events
 
     db = runtime.database()
     if args.events_command == "show":
@@ -183,8 +184,9 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from worker import replay, runtime, stripe_api
-    from worker.eventlog import find_events
+    from worker import runtime, stripe_api
+    from worker.jobs import replay
+    from worker.ops.eventlog import find_events
 
     settings = get_settings()
     db = runtime.database()
@@ -215,7 +217,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             db, statuses=statuses, event_type=args.type, since=args.since, until=args.until, limit=args.limit
         )
         if args.dry_run:
-            from worker.eventlog import event_summary
+            from worker.ops.eventlog import event_summary
 
             rows = [event_summary(e) for e in events]
             if args.json:
@@ -511,7 +513,7 @@ def run_reconcile(since: datetime | None, until: datetime | None, progress=None)
         raise CannotReconcile(
             f"empty window: --since {start.isoformat()} is not before --until {end.isoformat()}"
         )
-    from worker.actors import send_alerts
+    from worker.jobs.actors import send_alerts
 
     return reconcile(db, reader, start, end, accounts=accounts, progress=progress, on_alerts=send_alerts)
 
@@ -537,7 +539,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 def cmd_notes(args: argparse.Namespace) -> int:
     from handlers.funnel import normalise_email
-    from worker import records, runtime
+    from worker import runtime
+    from worker.ops import records
 
     email = normalise_email(args.email)
     if email is None:
@@ -556,7 +559,8 @@ def cmd_notes(args: argparse.Namespace) -> int:
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
-    from worker import records, runtime
+    from worker import runtime
+    from worker.ops import records
 
     db = runtime.database()
     try:
@@ -584,7 +588,8 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
 
 def _deliver_pending_alerts() -> int:
-    from worker import actors, alert_sink, runtime
+    from worker import runtime
+    from worker.jobs import actors, alert_sink
 
     pending = alert_sink.undelivered(runtime.database())
     actors.send_alerts(pending)
@@ -708,12 +713,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from worker.logs import configure_logging
+    from worker.ops.logs import configure_logging
 
     args = build_parser().parse_args(argv)
     if args.command == "doctor":
         # Before the settings are loaded: invalid settings are one of the things it reports.
-        from worker import doctor
+        from worker.ops import doctor
 
         return doctor.main(args.json)
     settings = get_settings()

@@ -18,7 +18,7 @@ from sqlmodel import select
 from handlers.money import format_amount
 from models import Alert, Database
 from models.types import utcnow
-from worker.logs import redact
+from worker.ops.logs import redact
 
 log = logging.getLogger(__name__)
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dramatiq
 
-from worker import alert_sink, processing, runtime
-from worker.broker import ALERTS_QUEUE, EVENTS_QUEUE, broker  # noqa: F401  (the broker must be set before @actor)
-from worker.logs import configure_logging
+from worker import runtime
+from worker.jobs import alert_sink, processing
+from worker.jobs.broker import ALERTS_QUEUE, EVENTS_QUEUE, broker  # noqa: F401  (the broker must be set before @actor)
+from worker.ops.logs import configure_logging
 from worker.settings import get_settings
 
 _settings = get_settings()

@@ -12,8 +12,8 @@ from sqlalchemy.engine import make_url
 
 from models import Database
 from models.db import normalise_url
-from worker import event_stats
-from worker.checks import API_KEY, FAIL, OK, WARN, Check, reason, safe_url, scrub
+from worker.ops import event_stats
+from worker.ops.checks import API_KEY, FAIL, OK, WARN, Check, reason, safe_url, scrub
 from worker.settings import Settings
 
 MIGRATE = "run `python -m worker migrate`"
@@ -118,7 +118,7 @@ def _event_log(db: Database, settings: Settings) -> Check:
 
 
 def redis_check(settings: Settings) -> Check:
-    from worker.broker import EVENTS_QUEUE, build_broker, fail_fast, ping, queue_depth
+    from worker.jobs.broker import EVENTS_QUEUE, build_broker, fail_fast, ping, queue_depth
 
     if settings.broker == "stub":
         return Check("redis", WARN, "BROKER=stub: no Redis at all (meant for unit tests)", "unset BROKER")

@@ -6,7 +6,7 @@ Two sources:
 
 - webhook requests, counted in the web process where they arrive (`WebhookCounter`; one increment
   under a lock per request, nothing else on the hot path);
-- processing, read from the event log (`worker.event_stats`) and Redis at scrape time, because events
+- processing, read from the event log (`worker.ops.event_stats`) and Redis at scrape time, because events
   are processed in other processes. A database or Redis that is down turns its `*_up` gauge to 0; the
   scrape itself still answers, so the webhook counters stay visible during the outage.
 """
@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from models import Database
-from worker import event_stats
-from worker.logs import redact
+from worker.ops import event_stats
+from worker.ops.logs import redact
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from handlers import handler_for
 from handlers.funnel import FunnelPayloadError, funnel_event_id, funnel_event_type, purchase_rows
 from models import Database, Event, EventStatus, insert_ignore
 from models.types import from_unix, utcnow
-from worker.stripe_events import NotAStripeEvent, ParsedEvent, check_storable, decode_body
+from worker.receiver.stripe_events import NotAStripeEvent, ParsedEvent, check_storable, decode_body
 
 Enqueue = Callable[[str, str], None]
 
@@ -23,7 +23,7 @@ def initial_status(event_type: str) -> EventStatus:
 def store_event(db: Database, event: ParsedEvent, raw_payload: str) -> tuple[bool, str]:
     """Insert the event row (a duplicate id is a no-op); return (whether it was new, its status).
 
-    The receiver stores through `worker.event_writer` (batched); this is for replay and tests.
+    The receiver stores through `worker.receiver.event_writer` (batched); this is for replay and tests.
     """
     status = initial_status(event.type)
     now = utcnow()

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from worker.logs import redact
+from worker.ops.logs import redact
 from worker.settings import Settings
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"

@@ -14,12 +14,12 @@ from starlette.routing import Route
 
 from handlers.funnel import FunnelPayloadError
 from models import Database
-from worker import broker as broker_module
-from worker import metrics
-from worker.event_writer import DatabaseUnavailable, EventWriter
-from worker.intake import Enqueue, funnel_event
-from worker.signature import SignatureError, StaleTimestamp, verify
-from worker.stripe_events import InvalidJSON, NotAStripeEvent, ParsedEvent, parse_event
+from worker.jobs import broker as broker_module
+from worker.ops import metrics
+from worker.receiver.event_writer import DatabaseUnavailable, EventWriter
+from worker.receiver.intake import Enqueue, funnel_event
+from worker.receiver.signature import SignatureError, StaleTimestamp, verify
+from worker.receiver.stripe_events import InvalidJSON, NotAStripeEvent, ParsedEvent, parse_event
 
 log = logging.getLogger(__name__)
 
@@ -238,8 +238,9 @@ def create_app(
 
 def app_from_settings() -> _StripeFastPath:
     """The production app: settings, database and the Redis broker of this process."""
-    from worker import actors, runtime
-    from worker.devsecret import webhook_secrets
+    from worker import runtime
+    from worker.jobs import actors
+    from worker.receiver.devsecret import webhook_secrets
     from worker.settings import get_settings
 
     settings = get_settings()

@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 
 import redis
 
-from worker.devsecret import DEV_SECRET_FILE, dev_webhook_secret
+from worker.receiver.devsecret import DEV_SECRET_FILE, dev_webhook_secret
 from worker.settings import get_settings
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}

@@ -17,7 +17,7 @@ from sqlmodel import select
 
 from models import Database, Event, EventStatus
 from models.types import utcnow
-from worker.intake import Enqueue
+from worker.receiver.intake import Enqueue
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -17,10 +17,10 @@ from dataclasses import asdict
 
 from pydantic import ValidationError
 
-from worker.checks import FAIL, WARN, Check
-from worker.service_checks import service_checks
+from worker.ops.checks import FAIL, WARN, Check
+from worker.ops.service_checks import service_checks
+from worker.ops.settings_checks import settings_checks
 from worker.settings import Settings, get_settings
-from worker.settings_checks import settings_checks
 
 
 def run_doctor(settings: Settings) -> list[Check]:

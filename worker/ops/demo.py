@@ -2,7 +2,7 @@
 
 Runs the real receiver, a real redis-server, real Dramatiq worker processes and a SQLite database, with
 the local Stripe stand-in in place of Stripe's API and a local Slack-compatible sink for alerts, all on
-127.0.0.1. It posts signed Stripe events and funnel webhooks for the scenario in `worker.demo_data`,
+127.0.0.1. It posts signed Stripe events and funnel webhooks for the scenario in `worker.ops.demo_data`,
 lets the nightly run find the payment whose webhooks never arrived, then prints the complete sales view,
 the refund notes and the open alerts, and stops everything it started.
 """
@@ -23,9 +23,9 @@ from pathlib import Path
 
 import httpx
 
-from worker import demo_data
-from worker.devstack import find_redis_server, install_redis_server
-from worker.signature import sign
+from worker.ops import demo_data
+from worker.ops.devstack import find_redis_server, install_redis_server
+from worker.receiver.signature import sign
 
 DEMO_DIR = Path("var/demo")
 CUSTOMERS = ("aiko@example.jp", "ben@example.com", "mika@example.com", "ken@example.com")

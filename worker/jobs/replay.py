@@ -12,11 +12,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from models import Database, Event
-from worker import processing, runtime
-from worker.eventlog import find_by_id
-from worker.intake import store_event
-from worker.logs import redact
-from worker.stripe_events import NotAStripeEvent, event_from_dict
+from worker import runtime
+from worker.jobs import processing
+from worker.ops.eventlog import find_by_id
+from worker.ops.logs import redact
+from worker.receiver.intake import store_event
+from worker.receiver.stripe_events import NotAStripeEvent, event_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,6 @@ def _run(
 
 
 def _send_alerts(alert_ids: list[int]) -> None:
-    from worker.actors import send_alerts
+    from worker.jobs.actors import send_alerts
 
     send_alerts(alert_ids)

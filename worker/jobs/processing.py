@@ -29,7 +29,7 @@ from models import FINISHED_STATUSES, Database, Event, EventStatus
 from models.db import execute
 from models.prepared import Prepared
 from models.types import utcnow
-from worker.logs import redact
+from worker.ops.logs import redact
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The HTTP receiver: signature checks, turning requests into event-log rows, the group-commit writer."""
