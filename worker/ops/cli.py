@@ -50,18 +50,9 @@ def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
 
 
 def cmd_web(args: argparse.Namespace) -> int:
-    import uvicorn
+    from worker.receiver.serve import run_web
 
-    settings = get_settings()
-    uvicorn.run(
-        "worker.receiver.web:app_from_settings",
-        factory=True,
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=10,
-    )
+    run_web(get_settings(), args.host, args.port)
     return 0
 
 
@@ -262,8 +253,6 @@ def _sales_table_row(row) -> dict[str, Any]:
 
 
 def cmd_sales(args: argparse.Namespace) -> int:
-    import csv
-
     from handlers.funnel import normalise_email
     from handlers.sales_view import load_sales_view
     from worker import runtime
@@ -278,11 +267,10 @@ def cmd_sales(args: argparse.Namespace) -> int:
         rows = load_sales_view(session, email)
     documents = [row.as_json() for row in rows]
     if args.csv:
-        with open(args.csv, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(documents[0]) if documents else ["charge_id"])
-            writer.writeheader()
-            writer.writerows(documents)
-        print(f"wrote {len(documents)} row(s) to {args.csv}", file=sys.stderr)
+        from worker.ops.exports import write_sales_csv
+
+        written = write_sales_csv(args.csv, documents)
+        print(f"wrote {written} row(s) to {args.csv}", file=sys.stderr)
     if args.json:
         _print_json(documents)
     elif not args.csv:
