@@ -1,27 +1,41 @@
 """Throughput, API calls and peak memory of the nightly reconciliation, against the pipe's ceiling.
 
-For each size N (default 10,000 and 100,000 charges), one run:
+The lists it pages, their order, params and expansions are handlers/reconcile.py `RESOURCES`, read from
+there and printed with the figures (one row per list); nothing here or in the baseline names a list, so
+neither can drift from the worker again.
+
+For each size N (default 10,000 and 100,000 charges) and each database backend, one run:
   1. starts the Stripe stand-in as its own process on a free 127.0.0.1 port
      (`python -m stripe_standin --generate N --random-seed 7`), so the worker's memory is measured alone;
-  2. pages the same three lists with a bare httpx client in another process
-     (tests/bench/reconcile_baseline.py): the baseline, what HTTP + JSON against this stand-in allow;
+     the generator makes no disputes, so that list is one empty page;
+  2. pages the same lists with a bare httpx client in another process
+     (tests/bench/reconcile_baseline.py, handed RESOURCES with --lists): the baseline, what HTTP + JSON
+     against this stand-in allow;
   3. runs `python -m worker migrate`, then the real `python -m worker reconcile --since 2000-01-01
-     --until 2100-01-01 --json` on a fresh SQLite file, in its own process: wall time, CPU time, peak RSS
-     (the child's own rusage from wait4), its RSS over time and the stand-in's request counts over time
-     (to split the run into listing and report phases);
+     --until 2100-01-01 --json` on a fresh database (a SQLite file, or a PostgreSQL database of its own),
+     in its own process: wall time, CPU time, peak RSS (the child's own rusage from wait4), its RSS over
+     time and the stand-in's request counts over time (to split the run into listing and report phases);
   4. runs the same window again (idempotency: must add 0), then an empty window (the fixed cost: start-up,
-     imports, three empty list calls, the report over no rows);
+     imports, one empty list call per list, the report over no rows);
   5. with --profile, runs it once more under cProfile on a fresh database and splits the time into
      JSON decoding, HTTP, extracting facts, upserts, commits and the report's SQL.
 Then it prints the report (or --json) and stops every process it started, also on an error or Ctrl-C.
 
-Targets (from the issue): API calls <= ceil(charges/100) + ceil(invoice_payments/100) +
-ceil(refunds/100) + 3 (a final page per list at most); peak RSS flat as N grows; >= 5,000 charges/s.
+Targets (from the issue): API calls <= ceil(N_list/100) + 1 for each list (N_list: the objects of that
+list in the window; the +1 is a final page, or the one empty page of an empty list), so at most the sum of
+those over the lists, all for the one (platform) account the benchmark lists; peak RSS flat as N grows;
+>= 5,000 charges/s.
+
+PostgreSQL: pass --postgres-url or set TEST_DATABASE_URL (`scripts/postgres.sh` starts a throwaway server
+and prints one); the bench then measures PostgreSQL after SQLite (--backends picks), on a database of its
+own, `<name>_reconcile_bench`, made afresh for each run and dropped afterwards.
 
 Run from the repository root:
-    .venv/bin/python tests/bench/reconcile_bench.py                    # ~7 minutes on 2 cores today
+    .venv/bin/python tests/bench/reconcile_bench.py                    # SQLite: ~2 minutes on 2 quiet cores
     .venv/bin/python tests/bench/reconcile_bench.py --sizes 10000 --json
     .venv/bin/python tests/bench/reconcile_bench.py --profile          # + where the time goes
+    # SQLite, then PostgreSQL (~6.5 minutes on 2 quiet cores):
+    TEST_DATABASE_URL=$(scripts/postgres.sh) .venv/bin/python tests/bench/reconcile_bench.py
 Exit status: 0 measured cleanly; 1 the run had errors (a failed run, counts that disagree, a second run
 that added rows); 2 it could not start; 3 with --check-targets, a target was missed; 130 interrupted.
 """
@@ -44,6 +58,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -54,6 +69,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:  # run as a script: make `worker` importable
     sys.path.insert(0, str(REPO_ROOT))
 
+# Only light imports here: a measured child's ru_maxrss starts at this process's RSS when it is spawned
+# (vfork + exec on Linux), so importing the worker here (SQLAlchemy, the models: ~60 MB against ~35 MB)
+# would show up as the baseline's peak RSS. What needs the worker's code runs in a child of its own.
+from tests.bench.reconcile_baseline import PAGE, list_query  # noqa: E402  (no httpx until it pages)
 from worker.settings import Settings  # noqa: E402
 
 HOST = "127.0.0.1"  # every socket this benchmark opens or points a child at is on loopback
@@ -62,8 +81,7 @@ RANDOM_SEED = 7
 SINCE, UNTIL = "2000-01-01", "2100-01-01"  # wider than anything the generator makes: every object listed
 EMPTY_SINCE, EMPTY_UNTIL = "2099-01-01", "2099-01-02"  # nothing in it: what a run costs before any object
 API_KEY = "sk_test_bench_reconcile"
-LISTED = ("charges", "invoice_payments", "refunds")  # what handlers/reconcile.py RESOURCES pages through
-PAGE = 100
+BACKENDS = ("sqlite", "postgresql")
 
 TARGET_CHARGES_PER_S = 5_000
 # "Flat": ten times the charges may cost at most 10% more peak RSS. Python, SQLAlchemy and the Stripe
@@ -342,25 +360,138 @@ def start_standin(procs: Processes, n: int, env: dict[str, str], timeout: float)
     raise SetupError("no free port for the stand-in after 3 attempts")
 
 
-def worker_env(base: dict[str, str], db_path: Path, port: int, synchronous: str | None) -> dict[str, str]:
+# --- databases --------------------------------------------------------------------------------------------
+
+
+# What the benchmark asks PostgreSQL, run in a child with the worker's own engine (see the imports).
+_SQL_CHILD = """
+import json, sys
+from models.db import make_engine
+engine = make_engine(sys.argv[1])
+answers = []
+try:
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        for statement in sys.argv[2:]:
+            result = connection.exec_driver_sql(statement)
+            answers.append(result.scalar() if result.returns_rows else None)
+finally:
+    engine.dispose()
+print(json.dumps(answers))
+"""
+
+
+def sql(url: str, *statements: str) -> list[Any]:
+    """Run statements on a database (autocommit) in a child process; the first column of each answer."""
+    done = subprocess.run(
+        [python_executable(), "-c", _SQL_CHILD, url, *statements],
+        cwd=REPO_ROOT,
+        env=clean_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if done.returncode != 0:
+        raise SetupError(f"{'; '.join(statements)} failed:\n{done.stderr.strip()[-1500:]}")
+    return json.loads(done.stdout)
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return parts._replace(path=f"/{name}").geturl()
+
+
+class Databases:
+    """A fresh database for each measured run: a SQLite file in the work directory, or a PostgreSQL database
+    of the benchmark's own (`<name>_reconcile_bench`, next to TEST_DATABASE_URL's), dropped at the end."""
+
+    def __init__(self, workdir: Path, postgres_url: str | None) -> None:
+        self.workdir = workdir
+        self.pg_url = self.pg_admin = self.pg_name = None
+        if postgres_url:
+            parts = urllib.parse.urlsplit(postgres_url)
+            self.pg_name = f"{parts.path.lstrip('/') or 'postgres'}_reconcile_bench"
+            self.pg_url = with_database(postgres_url, self.pg_name)
+            self.pg_admin = with_database(postgres_url, "postgres")
+
+    def fresh(self, backend: str, tag: str) -> str:
+        """The URL of an empty database (no tables yet: `migrate` makes them)."""
+        if backend == "sqlite":
+            path = self.workdir / f"recon_{tag}.db"
+            for old in self.workdir.glob(f"{path.name}*"):
+                old.unlink()
+            return f"sqlite:///{path}"
+        if self.pg_url is None:
+            raise SetupError("PostgreSQL asked for: pass --postgres-url or set TEST_DATABASE_URL")
+        name = self.pg_name
+        sql(self.pg_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
+        return self.pg_url
+
+    def size_mb(self, url: str) -> float | None:
+        if url.startswith("sqlite:///"):
+            path = Path(url.removeprefix("sqlite:///"))
+            return round(sum(p.stat().st_size for p in path.parent.glob(f"{path.name}*")) / 2**20, 1)
+        try:
+            (size,) = sql(url, "SELECT pg_database_size(current_database())")
+        except SetupError:
+            return None
+        return round(size / 2**20, 1)
+
+    def drop_all(self) -> None:
+        if self.pg_url is not None:
+            with contextlib.suppress(Exception):
+                sql(self.pg_admin, f'DROP DATABASE IF EXISTS "{self.pg_name}" WITH (FORCE)')
+
+
+def load_lists() -> list[dict[str, Any]]:
+    """handlers/reconcile.py RESOURCES (names, paths, params, expansions, in the run's order), read by
+    the baseline script's --print-lists in a child process (see the imports)."""
+    done = subprocess.run(
+        [python_executable(), str(BASELINE_SCRIPT), "--print-lists"],
+        cwd=REPO_ROOT,
+        env=clean_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if done.returncode != 0:
+        raise SetupError(f"cannot read handlers.reconcile RESOURCES:\n{done.stderr.strip()[-1500:]}")
+    lists = json.loads(done.stdout)
+    if not lists:
+        raise SetupError("handlers.reconcile RESOURCES is empty: nothing to measure")
+    return lists
+
+
+def worker_env(base: dict[str, str], database_url: str, port: int, synchronous: str | None) -> dict[str, str]:
     env = dict(base)
     env.update(
-        # `reconcile` enqueues an alert per refunded customer it finds (worker/actors.py send_alerts):
+        # `reconcile` enqueues an alert per refunded customer it finds (worker/jobs/actors.py send_alerts):
         # the in-memory stub broker keeps the benchmark off Redis. The alerts stay in the database,
         # undelivered, as when Redis is down; the clock re-sends those.
         BROKER="stub",
-        DATABASE_URL=f"sqlite:///{db_path}",
+        DATABASE_URL=database_url,
         STRIPE_API_KEY=API_KEY,
         STRIPE_API_BASE=f"http://{HOST}:{port}",
         LOG_LEVEL="WARNING",
     )
-    if synchronous:
+    if synchronous and database_url.startswith("sqlite"):
         env["SQLITE_SYNCHRONOUS"] = synchronous
     return env
 
 
-def budget(store: dict[str, int]) -> int:
-    return sum(math.ceil(store.get(name, 0) / PAGE) for name in LISTED) + len(LISTED)
+def describe_list(spec: dict[str, Any]) -> str:
+    """`subscriptions (status=all, expand data.latest_invoice)`."""
+    extra = [f"{k}={v}" for k, v in spec["params"]] + [f"expand {e}" for e in spec["expand"]]
+    return f"{spec['name']}{' (' + ', '.join(extra) + ')' if extra else ''}"
+
+
+def list_budget(objects: int) -> int:
+    """API calls one list of `objects` may take: a page per 100, plus a final (or the one empty) page."""
+    return math.ceil(objects / PAGE) + 1
+
+
+WINDOW = tuple(int(datetime.fromisoformat(d).replace(tzinfo=UTC).timestamp()) for d in (SINCE, UNTIL))
 
 
 def phases(run: Measured, total_requests: int) -> dict[str, Any]:
@@ -396,29 +527,45 @@ def parse_report(run: Measured, procs: Processes) -> dict:
         raise SetupError(f"{run.name} printed no JSON report ({exc}):\n{procs.tail(run.name)}") from exc
 
 
-def bench_size(n: int, args: argparse.Namespace, procs: Processes, workdir: Path, errors: list[str]) -> dict:
+def bench_size(
+    n: int,
+    backend: str,
+    lists: list[dict[str, Any]],
+    args: argparse.Namespace,
+    procs: Processes,
+    dbs: Databases,
+    errors: list[str],
+) -> dict:
     base_env = clean_env()
     py = python_executable()
     run_timeout = args.run_timeout or 60 + n * 0.005
-    say(f"N={n:,}: starting the stand-in (--generate {n} --random-seed {RANDOM_SEED})")
+    case = f"N={n:,} {backend}"
+    say(f"{case}: starting the stand-in (--generate {n} --random-seed {RANDOM_SEED})")
     port, store = start_standin(procs, n, base_env, timeout=60 + n / 1000)
     standin = procs.running[f"standin-{n}"]
     ours = {standin.pid}
-    to_list = {name: store.get(name, 0) for name in LISTED}
-    say(f"N={n:,}: stand-in on {HOST}:{port}: " + ", ".join(f"{v:,} {k}" for k, v in to_list.items()))
+    # Everything the generator makes is inside the window, so each list holds all of its collection.
+    to_list = {spec["name"]: store.get(spec["name"], 0) for spec in lists}
+    say(f"{case}: stand-in on {HOST}:{port}: " + ", ".join(f"{v:,} {k}" for k, v in to_list.items()))
 
-    # One small request per list first, so neither measured run pays for the stand-in's first-call costs.
-    for name in LISTED:
-        expand = "&expand[0]=data.invoice" if name == "invoice_payments" else ""
-        api_get(port, f"/v1/{name}?limit=1{expand}")
+    # One small request per list first (its own params and expansions), so neither measured run pays
+    # for the stand-in's first-call costs.
+    for spec in lists:
+        api_get(port, f"{spec['path']}?{urllib.parse.urlencode(list_query(spec, *WINDOW, limit=1))}")
     admin(port, "DELETE", "/_standin/requests")
 
-    result: dict[str, Any] = {"n": n, "to_list": to_list, "budget_api_calls": budget(to_list)}
+    budgets = {name: list_budget(count) for name, count in to_list.items()}
+    result: dict[str, Any] = {
+        "n": n,
+        "backend": backend,
+        "lists": lists,
+        "to_list": to_list,
+        "budget_by_list": budgets,
+        "budget_api_calls": sum(budgets.values()),
+    }
 
     # -- the baseline: the same lists with a bare httpx client
-    since_ts = int(datetime.fromisoformat(SINCE).replace(tzinfo=UTC).timestamp())
-    until_ts = int(datetime.fromisoformat(UNTIL).replace(tzinfo=UTC).timestamp())
-    say(f"N={n:,}: baseline (bare httpx, no SDK, no database)")
+    say(f"{case}: baseline (bare httpx, no SDK, no database)")
     base = run_measured(
         procs,
         f"baseline-{n}",
@@ -428,12 +575,14 @@ def bench_size(n: int, args: argparse.Namespace, procs: Processes, workdir: Path
             "--base",
             f"http://{HOST}:{port}",
             "--since",
-            str(since_ts),
+            str(WINDOW[0]),
             "--until",
-            str(until_ts),
+            str(WINDOW[1]),
             "--stripe-version",
             # The worker's default, not this shell's: clean_env() strips STRIPE_API_VERSION from the worker.
             Settings.model_fields["stripe_api_version"].default,
+            "--lists",
+            json.dumps(lists),
         ],
         base_env,
         deadline_s=run_timeout,
@@ -448,6 +597,7 @@ def bench_size(n: int, args: argparse.Namespace, procs: Processes, workdir: Path
         "in_process_s": base_doc["seconds_in_process"],
         "objects": base_doc["objects"],
         "pages": base_doc["pages"],
+        "by_resource": base_doc["by_resource"],
         "objects_per_s": round(base_doc["objects"] / base.wall_s),
         "charges_per_s": round(n / base.wall_s),
         "peak_rss_mb": round(base.peak_rss_mb, 1),
@@ -455,9 +605,9 @@ def bench_size(n: int, args: argparse.Namespace, procs: Processes, workdir: Path
     }
 
     # -- the reconciliation, on a fresh database
-    db_path = workdir / f"recon_{n}.db"
-    env = worker_env(base_env, db_path, port, args.sqlite_synchronous)
-    say(f"N={n:,}: migrate {db_path.name}")
+    database_url = dbs.fresh(backend, str(n))
+    env = worker_env(base_env, database_url, port, args.sqlite_synchronous)
+    say(f"{case}: migrate {database_url.rsplit('/', 1)[-1]}")
     migrate = run_measured(procs, f"migrate-{n}", [py, "-m", "worker", "migrate"], env, deadline_s=120)
     if migrate.exit_code != 0:
         raise SetupError(f"migrate exited with {migrate.exit_code}:\n{procs.tail(migrate.name)}")
@@ -468,7 +618,7 @@ def bench_size(n: int, args: argparse.Namespace, procs: Processes, workdir: Path
         ("second", SINCE, UNTIL),
         ("empty", EMPTY_SINCE, EMPTY_UNTIL),
     ):
-        say(f"N={n:,}: reconcile ({label} run, --since {since} --until {until})")
+        say(f"{case}: reconcile ({label} run, --since {since} --until {until})")
         run = run_measured(
             procs,
             f"reconcile-{label}-{n}",
@@ -492,30 +642,41 @@ def bench_size(n: int, args: argparse.Namespace, procs: Processes, workdir: Path
             "api_calls_reported": report["api_calls"],
             "api_calls_served": sum(served.values()),
             "served_by_path": served,
+            # Calls per list: the stand-in's count for the list's path (a GET with a query is logged
+            # under its path alone).
+            "calls_by_list": {spec["name"]: served.get(f"GET {spec['path']}", 0) for spec in lists},
             "phases": phases(run, sum(served.values())),
             "other_cpu_pct": run.other_cpu_pct,
         }
         if report["api_calls"] != sum(served.values()):
             errors.append(
-                f"N={n:,} {label} run: the report says {report['api_calls']} API calls, "
+                f"{case} {label} run: the report says {report['api_calls']} API calls, "
                 f"the stand-in served {sum(served.values())}"
             )
     first, second, empty = runs["first"], runs["second"], runs["empty"]
-    for name in LISTED:
+    for name in to_list:
         seen = first["by_resource"].get(name, {}).get("seen", 0)
         if seen != to_list[name]:
             errors.append(
-                f"N={n:,}: the reconciliation listed {seen:,} {name}, the stand-in holds {to_list[name]:,}"
+                f"{case}: the reconciliation listed {seen:,} {name}, the stand-in holds {to_list[name]:,}"
+            )
+        listed = base_doc["by_resource"].get(name, {}).get("objects", 0)
+        if listed != to_list[name]:
+            errors.append(
+                f"{case}: the baseline listed {listed:,} {name}, the stand-in holds {to_list[name]:,}"
             )
     if first["seen"] != base_doc["objects"]:
         errors.append(
-            f"N={n:,}: the reconciliation saw {first['seen']:,} objects, the baseline {base_doc['objects']:,}"
+            f"{case}: the reconciliation saw {first['seen']:,} objects, the baseline {base_doc['objects']:,}"
         )
     if second["added"] != 0 or second["seen"] != first["seen"]:
         errors.append(
-            f"N={n:,}: the second run over the same window added {second['added']:,} "
+            f"{case}: the second run over the same window added {second['added']:,} "
             f"(seen {second['seen']:,} vs {first['seen']:,}); it must add 0"
         )
+    list_paths = {f"GET {spec['path']}" for spec in lists}
+    outside = {path: calls for path, calls in first["served_by_path"].items() if path not in list_paths}
+    over = {name: calls for name, calls in first["calls_by_list"].items() if calls > budgets[name]}
 
     wall = first["wall_s"]
     fixed = empty["wall_s"]
@@ -526,11 +687,16 @@ def bench_size(n: int, args: argparse.Namespace, procs: Processes, workdir: Path
     # Throughput once the fixed cost of any run (start-up, imports, the report over nothing) is paid.
     result["charges_per_s_excluding_fixed"] = round(n / (wall - fixed)) if wall > fixed else None
     result["ratio_to_baseline"] = round(base.wall_s / wall, 3)
-    result["within_budget"] = first["api_calls_reported"] <= result["budget_api_calls"]
-    result["db_mb"] = round(sum(p.stat().st_size for p in workdir.glob(f"recon_{n}.db*")) / 2**20, 1)
+    # Within budget: every list within its own, and no call outside the lists (those have no budget).
+    result["lists_over_budget"] = over
+    result["calls_outside_lists"] = outside
+    result["within_budget"] = (
+        not over and not outside and first["api_calls_reported"] <= result["budget_api_calls"]
+    )
+    result["db_mb"] = dbs.size_mb(database_url)
 
     if args.profile and n == max(args.sizes):
-        result["profile"] = profile_run(n, procs, workdir, base_env, port, args, run_timeout, ours)
+        result["profile"] = profile_run(n, backend, procs, dbs, base_env, port, args, run_timeout, ours)
     procs.stop(f"standin-{n}")
     return result
 
@@ -549,7 +715,9 @@ PROFILE_PARTS = [
     ("  facts: invoice_payment_facts", "handlers/stripe_shapes.py", "invoice_payment_facts", "cum"),
     ("  facts: invoice_facts", "handlers/stripe_shapes.py", "invoice_facts", "cum"),
     ("  facts: refund_facts", "handlers/stripe_shapes.py", "refund_facts", "cum"),
-    ("  already-known ids query", "handlers/reconcile.py", "_existing_ids", "cum"),
+    ("  facts: dispute_facts", "handlers/stripe_shapes.py", "dispute_facts", "cum"),
+    ("  facts: subscription_facts", "handlers/stripe_shapes.py", "subscription_facts", "cum"),
+    ("  stored rows read back to compare: _diff", "handlers/reconcile.py", "_diff", "cum"),
     ("  upsert_many (SQLAlchemy + executemany)", "models/db.py", "upsert_many", "cum"),
     ("    of which sqlite3 executemany", "~", "<method 'executemany' of 'sqlite3.Cursor' objects>", "own"),
     (
@@ -559,6 +727,7 @@ PROFILE_PARTS = [
         "own",
     ),
     ("checkpoint per page: save()", "handlers/reconcile.py", "save", "cum"),
+    ("customers a page concerns: _refresh", "handlers/reconcile.py", "_refresh", "cum"),
     ("report: build_report (SQL aggregates)", "handlers/reconcile_report.py", "build_report", "cum"),
 ]
 # Project code whose cumulative time is listed on its own, so work added to the loop later (and not
@@ -638,18 +807,17 @@ def summarise_profile(path: Path, top: int = 12) -> dict[str, Any]:
     }
 
 
-def profile_run(n, procs, workdir, base_env, port, args, run_timeout, ours) -> dict[str, Any]:
+def profile_run(n, backend, procs, dbs, base_env, port, args, run_timeout, ours) -> dict[str, Any]:
     """The same first run under cProfile on a fresh database (cProfile slows Python code ~1.3-2x; the
     shares, not the seconds, are the finding)."""
-    db_path = workdir / f"recon_{n}_profile.db"
-    env = worker_env(base_env, db_path, port, args.sqlite_synchronous)
+    env = worker_env(base_env, dbs.fresh(backend, f"{n}_profile"), port, args.sqlite_synchronous)
     py = python_executable()
     migrate = run_measured(
         procs, f"migrate-profile-{n}", [py, "-m", "worker", "migrate"], env, deadline_s=120
     )
     if migrate.exit_code != 0:
         raise SetupError(f"migrate exited with {migrate.exit_code}:\n{procs.tail(migrate.name)}")
-    out = workdir / f"reconcile_{n}.prof"
+    out = dbs.workdir / f"reconcile_{n}_{backend}.prof"
     say(f"N={n:,}: reconcile under cProfile ({out.name})")
     run = run_measured(
         procs,
@@ -680,7 +848,8 @@ def _fmt(value: Any, spec: str = ",") -> str:
 
 def render(doc: dict) -> str:
     sizes = doc["sizes"]
-    cols = [f"N={s['n']:,}" for s in sizes]
+    lists = doc["lists"]
+    cols = [f"N={s['n']:,} {s['backend']}" for s in sizes]
     rows: list[tuple[str, list[str]]] = []
 
     def row(label: str, values: list[str]) -> None:
@@ -696,10 +865,7 @@ def render(doc: dict) -> str:
         return out
 
     first = lambda s: s["reconcile"]["first"]  # noqa: E731
-    row(
-        "objects to list (ch / inv_pay / refunds)",
-        [" / ".join(f"{s['to_list'][k]:,}" for k in LISTED) for s in sizes],
-    )
+    row("objects to list (all lists, in the run's order)", each(lambda s: sum(s["to_list"].values())))
     row("reconcile wall s (1st run)", each(lambda s: first(s)["wall_s"], ".2f"))
     row(f"  charges/s   (target >= {TARGET_CHARGES_PER_S:,})", each(lambda s: s["charges_per_s"]))
     row("  objects listed/s", each(lambda s: s["objects_per_s"]))
@@ -720,13 +886,24 @@ def render(doc: dict) -> str:
         [f"{first(s)['api_calls_reported']:,} / {first(s)['api_calls_served']:,}" for s in sizes],
     )
     row(
-        "  budget ceil(/100) x3 + 3 / within?",
+        f"  budget: sum of ceil(N_list/{PAGE}) + 1 over {len(lists)} lists / within?",
         [f"{s['budget_api_calls']:,} / {_fmt(s['within_budget'])}" for s in sizes],
     )
-    row(
-        "  served by path",
-        [" ".join(f"{k.split('/v1/')[1]}={v}" for k, v in first(s)["served_by_path"].items()) for s in sizes],
-    )
+    for spec in lists:
+        name = spec["name"]
+        row(
+            f"  {describe_list(spec)}: N_list, calls <= budget",
+            [
+                f"{s['to_list'][name]:,} obj, "
+                f"{first(s)['calls_by_list'][name]:,} <= {s['budget_by_list'][name]:,}"
+                for s in sizes
+            ],
+        )
+    if any(s["calls_outside_lists"] for s in sizes):
+        row(
+            "  calls outside the lists (no budget)",
+            [" ".join(f"{k}={v}" for k, v in s["calls_outside_lists"].items()) or "-" for s in sizes],
+        )
     row("peak RSS MB (worker process alone)", each(lambda s: first(s)["peak_rss_mb"], ".1f"))
     row(
         "  RSS MB at 1st call / peak at listing end",
@@ -740,12 +917,13 @@ def render(doc: dict) -> str:
         "  peak growth during report MB",
         each(lambda s: first(s)["phases"]["rss_growth_after_listing_mb"], ".1f"),
     )
-    row("  SQLite file MB", each(lambda s: s["db_mb"], ".1f"))
+    row("  database MB (SQLite files / pg_database_size)", each(lambda s: s["db_mb"], ".1f"))
     row("baseline (bare httpx) wall s", each(lambda s: s["baseline"]["wall_s"], ".2f"))
     row(
         "  baseline charges/s / objects/s",
         [f"{s['baseline']['charges_per_s']:,} / {s['baseline']['objects_per_s']:,}" for s in sizes],
     )
+    row("  baseline pages (served to it)", each(lambda s: s["baseline"]["pages"]))
     row("  baseline peak RSS MB", each(lambda s: s["baseline"]["peak_rss_mb"], ".1f"))
     row("  reconcile throughput / baseline", each(lambda s: s["ratio_to_baseline"], ".2f"))
     row("2nd run (same window) wall s", each(lambda s: s["reconcile"]["second"]["wall_s"], ".2f"))
@@ -767,25 +945,24 @@ def render(doc: dict) -> str:
     lines.append("Targets:")
     lines.append(
         f"  throughput >= {TARGET_CHARGES_PER_S:,} charges/s: "
-        + ", ".join(f"N={k}: {'met' if v else 'MISSED'}" for k, v in verdict["throughput"].items())
+        + ", ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in verdict["throughput"].items())
     )
     lines.append(
         "  API calls within budget: "
-        + ", ".join(f"N={k}: {'met' if v else 'MISSED'}" for k, v in verdict["api_calls"].items())
+        + ", ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in verdict["api_calls"].items())
     )
-    ratio = verdict.get("memory_ratio")
-    if ratio is not None:
-        flat = "flat" if verdict["memory_flat"] else f"NOT flat (target <= {TARGET_MEMORY_RATIO:.2f})"
-        lines.append(f"  peak RSS growth {verdict['memory_sizes']}: {ratio:.2f}x -- {flat}")
+    for backend, memory in verdict["memory"].items():
+        flat = "flat" if memory["flat"] else f"NOT flat (target <= {TARGET_MEMORY_RATIO:.2f})"
+        lines.append(f"  peak RSS growth {backend} {memory['sizes']}: {memory['ratio']:.2f}x -- {flat}")
     for note in doc["warnings"]:
         lines.append(f"WARNING: {note}")
     for error in doc["errors"]:
         lines.append(f"ERROR: {error}")
-    profile = next((s["profile"] for s in sizes if "profile" in s), None)
-    if profile:
+    for profiled in (s for s in sizes if "profile" in s):
+        profile = profiled["profile"]
         lines += [
             "",
-            f"cProfile of the N={max(s['n'] for s in sizes):,} run "
+            f"cProfile of the N={profiled['n']:,} {profiled['backend']} run "
             f"({profile['wall_s']:.1f} s wall under the profiler; shares of {profile['total_s']:.1f} s):",
         ]
         for part in profile["parts"]:
@@ -825,6 +1002,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="seconds before a measured process is killed (default 60 + 5 ms per charge)",
     )
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get("TEST_DATABASE_URL"),
+        help="a PostgreSQL server's URL, e.g. $(scripts/postgres.sh) (default: $TEST_DATABASE_URL)",
+    )
+    parser.add_argument(
+        "--backends",
+        default=None,
+        help="comma-separated, of sqlite,postgresql (default: sqlite, then postgresql with a PostgreSQL URL)",
+    )
     parser.add_argument("--check-targets", action="store_true", help="exit 3 when a target is missed")
     parser.add_argument("--keep-workdir", action="store_true", help="keep the databases, logs and profile")
     args = parser.parse_args(argv)
@@ -834,52 +1021,81 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--sizes: not a list of integers: {args.sizes!r}")
     if not args.sizes or min(args.sizes) < 1:
         parser.error("--sizes needs at least one positive size")
+    if args.backends is None:
+        args.backends = ["sqlite", "postgresql"] if args.postgres_url else ["sqlite"]
+    else:
+        args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+        unknown = set(args.backends) - set(BACKENDS)
+        if unknown or not args.backends:
+            parser.error(f"--backends: each of {', '.join(BACKENDS)}, not {args.backends!r}")
+        if "postgresql" in args.backends and not args.postgres_url:
+            parser.error("--backends postgresql needs --postgres-url or TEST_DATABASE_URL")
     return args
 
 
 def run(args: argparse.Namespace, workdir: Path) -> dict:
     procs = Processes(workdir)
+    dbs = Databases(workdir, args.postgres_url if "postgresql" in args.backends else None)
     errors: list[str] = []
     warnings: list[str] = []
     sizes = []
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    lists = load_lists()
+    say("lists (handlers/reconcile.py RESOURCES): " + "; ".join(describe_list(spec) for spec in lists))
     try:
-        for n in args.sizes:
-            sizes.append(bench_size(n, args, procs, workdir, errors))
+        for backend in args.backends:
+            for n in args.sizes:
+                sizes.append(bench_size(n, backend, lists, args, procs, dbs, errors))
     finally:
         procs.stop_all()
+        dbs.drop_all()
 
+    case = lambda s: f"N={s['n']:,} {s['backend']}"  # noqa: E731
     verdict: dict[str, Any] = {
-        "throughput": {f"{s['n']:,}": s["charges_per_s"] >= TARGET_CHARGES_PER_S for s in sizes},
-        "api_calls": {f"{s['n']:,}": s["within_budget"] for s in sizes},
+        "throughput": {case(s): s["charges_per_s"] >= TARGET_CHARGES_PER_S for s in sizes},
+        "api_calls": {case(s): s["within_budget"] for s in sizes},
+        "memory": {},
     }
-    if len(sizes) >= 2:
-        small, large = min(sizes, key=lambda s: s["n"]), max(sizes, key=lambda s: s["n"])
+    for backend in args.backends:
+        ran = [s for s in sizes if s["backend"] == backend]
+        if len({s["n"] for s in ran}) < 2:
+            continue
+        small, large = min(ran, key=lambda s: s["n"]), max(ran, key=lambda s: s["n"])
         ratio = large["reconcile"]["first"]["peak_rss_mb"] / small["reconcile"]["first"]["peak_rss_mb"]
-        verdict.update(
-            memory_ratio=round(ratio, 3),
-            memory_flat=ratio <= TARGET_MEMORY_RATIO,
-            memory_sizes=f"N={large['n']:,} / N={small['n']:,}",
-        )
+        verdict["memory"][backend] = {
+            "ratio": round(ratio, 3),
+            "flat": ratio <= TARGET_MEMORY_RATIO,
+            "sizes": f"N={large['n']:,} / N={small['n']:,}",
+        }
     for s in sizes:
         busy = max(s["reconcile"]["first"]["other_cpu_pct"] or 0, s["baseline"]["other_cpu_pct"] or 0)
         if busy > FOREIGN_CPU_WARN_PCT:
             warnings.append(
-                f"N={s['n']:,}: other processes used up to {busy:.0f}% of a core during the "
+                f"{case(s)}: other processes used up to {busy:.0f}% of a core during the "
                 "measured runs; on 2 cores that slows the worker and the stand-in, so rerun on a "
                 "quiet machine before trusting the wall-clock figures"
             )
     repro = shlex.join([".venv/bin/python", "tests/bench/reconcile_bench.py", *sys.argv[1:]])
+    if dbs.pg_url is not None and "--postgres-url" not in sys.argv[1:]:
+        repro = f"TEST_DATABASE_URL=$(scripts/postgres.sh) {repro}"
     sync = args.sqlite_synchronous or Settings.model_fields["sqlite_synchronous"].default
+    names = {
+        "sqlite": f"SQLite (synchronous={sync})",
+        "postgresql": f"PostgreSQL ({urllib.parse.urlsplit(dbs.pg_url).netloc.rsplit('@', 1)[-1]})"
+        if dbs.pg_url
+        else "",
+    }
     return {
         "title": (
-            f"Nightly reconciliation benchmark: stripe_standin --random-seed {RANDOM_SEED}, SQLite "
-            f"(synchronous={sync}), all on {HOST}"
+            f"Nightly reconciliation benchmark: stripe_standin --random-seed {RANDOM_SEED}, "
+            f"{' and '.join(names[b] for b in args.backends)}, all on {HOST}; "
+            f"lists (handlers/reconcile.py RESOURCES): {', '.join(spec['name'] for spec in lists)}"
         ),
         "machine": (
             f"{platform.node()}: {os.cpu_count()} CPUs, Python {platform.python_version()}, "
             f"load average at start {', '.join(f'{x:.2f}' for x in load) if load else 'n/a'}"
         ),
+        "lists": lists,
         "sizes": sizes,
         "verdict": verdict,
         "warnings": warnings,
@@ -923,7 +1139,7 @@ def main(argv: list[str] | None = None) -> int:
     missed = (
         not all(verdict["throughput"].values())
         or not all(verdict["api_calls"].values())
-        or verdict.get("memory_flat") is False
+        or not all(memory["flat"] for memory in verdict["memory"].values())
     )
     return 3 if args.check_targets and missed else 0
 
