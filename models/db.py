@@ -4,11 +4,18 @@ SQLite (the embedded default) runs in WAL mode and opens every transaction with 
 the receiver and several worker processes queue up for the write lock (bounded by busy_timeout)
 instead of failing when a read-only transaction later tries to write. PostgreSQL is used through
 psycopg 3 when DATABASE_URL says so.
+
+The SQLite file holds customer emails and payloads: it is made 0600 (the folders made for it 0700)
+whatever the process umask, before SQLite opens it. SQLite gives its -wal and -shm files the main
+file's mode, so all three end 0600; existing ones readable by others are tightened, with a log line.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -26,6 +33,84 @@ from sqlmodel import Session, SQLModel, create_engine
 from models.prepared import Prepared, Rows
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
+# Files that hold customer data or secrets, and the folders made for them: their owner's alone.
+PRIVATE_FILE_MODE = 0o600
+PRIVATE_DIR_MODE = 0o700
+
+log = logging.getLogger(__name__)
+
+
+def make_private_dirs(folder: str | Path) -> None:
+    """Create `folder` and its missing parents 0700 whatever the umask; existing ones are left alone."""
+    missing: list[Path] = []
+    current = Path(folder)
+    while not os.path.lexists(current) and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    for path in reversed(missing):
+        try:
+            path.mkdir(mode=PRIVATE_DIR_MODE)
+        except FileExistsError:
+            continue  # another process made it first
+        os.chmod(path, PRIVATE_DIR_MODE)  # mkdir's mode is cut by the umask
+
+
+def open_private(path: str | Path, flags: int) -> int:
+    """`os.open` a file only its owner may read: a new one is made 0600 whatever the umask; an existing
+    one that others may read is tightened (and a log line says so). Returns the descriptor."""
+    try:
+        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+    except FileExistsError:
+        fd = os.open(path, flags & ~(os.O_CREAT | os.O_EXCL))
+        try:
+            _tighten(path, os.fstat(fd).st_mode, lambda mode: os.fchmod(fd, mode))
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+    try:
+        os.fchmod(fd, PRIVATE_FILE_MODE)  # the mode given to open() is cut by the umask too
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def tighten_existing(path: str | Path) -> None:
+    """Take group and other permissions off `path` if it is a file that has them (and say so)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    _tighten(path, mode, lambda new: os.chmod(path, new))
+
+
+def _tighten(path: str | Path, mode: int, chmod: Callable[[int], None]) -> None:
+    current = stat.S_IMODE(mode)
+    if not stat.S_ISREG(mode) or not current & 0o077:
+        return  # a pipe or terminal (`--csv /dev/stdout`), or already the owner's alone
+    try:
+        chmod(current & 0o700)
+    except PermissionError:
+        log.warning(
+            "%s can be read by other users (mode %04o) and this user may not change that: chmod 600 it",
+            path,
+            current,
+        )
+        return
+    log.warning(
+        "tightened %s from mode %04o to %04o: only its owner may read it", path, current, current & 0o700
+    )
+
+
+def _private_sqlite_files(database: str) -> None:
+    """Create the database file 0600 before SQLite does (SQLite's own default is 0644 less the umask,
+    and it copies the main file's mode to -wal and -shm); tighten leftovers that others can read."""
+    path = Path(database)
+    make_private_dirs(path.parent)
+    os.close(open_private(path, os.O_RDONLY))
+    for suffix in ("-wal", "-shm", "-journal"):
+        tighten_existing(path.with_name(path.name + suffix))
 
 
 def normalise_url(url: str) -> str:
@@ -48,7 +133,8 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
         # One shared connection, so every session of a test sees the same in-memory database.
         engine = create_engine(url, connect_args={"check_same_thread": False}, poolclass=StaticPool)
     else:
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        if parsed.query.get("uri") not in ("true", "1"):  # a `file:` URI names no plain path
+            _private_sqlite_files(parsed.database)
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_SECONDS}
         )

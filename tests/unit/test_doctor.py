@@ -12,6 +12,7 @@ from models import Database, Event
 from models.migrate import alembic_config, upgrade
 from models.types import utcnow
 from worker.ops import doctor
+from worker.receiver.devsecret import DEV_SECRET_FILE, dev_webhook_secret
 from worker.settings import Settings, get_settings
 
 BASE = "http://127.0.0.1:12111"
@@ -24,6 +25,12 @@ HEALTHY = {
     "ALERT_WEBHOOK_URL": "https://hooks.example.com/services/T0/B0/alertsecretpart",
     "FUNNEL_WEBHOOK_TOKEN": "funnel" + "0123456789" * 4,
 }
+
+
+@pytest.fixture(autouse=True)
+def _in_a_fresh_checkout(tmp_path, monkeypatch):
+    """Run from an empty folder: what `var/` holds in the working tree must not change any answer."""
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture
@@ -199,8 +206,8 @@ def test_each_settings_problem_gets_its_own_line_with_what_to_do(database_url, c
 def test_without_a_usable_key_stripe_is_not_called_at_all(database_url):
     with stripe_answers(200, EVENTS_PAGE) as router:
         checks = by_name(doctor.run_doctor(settings(database_url, stripe_api_key="pk_test_publishable1234")))
+        assert not router.calls  # inside: leaving the block clears what the router recorded
     assert "Stripe API" not in checks
-    assert not router.calls
 
 
 def test_json_output_is_one_object_with_every_check_and_ok_false_when_one_fails(environment, capsys):
@@ -232,3 +239,83 @@ def test_a_long_stuck_event_is_a_warning_that_points_at_the_workers(database_url
     with stripe_answers(200, EVENTS_PAGE):
         found = by_name(doctor.run_doctor(settings(database_url)))["event log"]
     assert found.status == "WARN" and "120 minutes old" in found.detail and "worker" in found.hint
+
+
+# Stripe's keys are opaque after their prefix (up to 255 characters); bodies with underscores are real.
+@pytest.mark.parametrize(
+    ("key", "says"),
+    [
+        ("sk_test_51Abc_defGhiJklMnoPqrStu_vwx0123456789", "set (test mode)"),
+        ("rk_live_51Abc_def_0123456789abcdefABCDEF", "set (live mode, restricted key)"),
+    ],
+)
+def test_a_working_key_with_underscores_in_its_body_passes(environment, capsys, key, says):
+    environment(STRIPE_API_KEY=key)
+    with stripe_answers(200, EVENTS_PAGE) as router:
+        code = doctor.main(json_output=False)
+        sent = router.calls.last.request.headers["Authorization"]
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert code == 0, out
+    assert any(line.startswith("OK    Stripe API key") and says in line for line in lines), out
+    assert any(line.startswith("OK    Stripe API ") and "the key reads events" in line for line in lines), out
+    assert sent == f"Bearer {key}"  # the whole key, as set
+    assert key not in out and key.split("_", 2)[2] not in out
+
+
+def test_a_rejected_key_with_underscores_is_not_shown_even_in_part(environment, capsys):
+    key = "sk_live_51Abc_defGhi_jkl4242"
+    environment(STRIPE_API_KEY=key)
+    # Stripe's messages quote a masked key; the doctor prints a 400's message, scrubbed.
+    rejected = stripe_error("invalid_request_error", "This key sk_live_****_jkl4242 cannot list events")
+    with stripe_answers(400, rejected):
+        code = doctor.main(json_output=False)
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "FAIL  Stripe API " in captured.out and "answered 400" in captured.out
+    for shown in (captured.out, captured.err):
+        assert "jkl4242" not in shown and "defGhi" not in shown
+
+
+def test_the_dev_mode_secret_make_run_uses_is_a_warning_not_a_failure(environment, capsys, monkeypatch):
+    environment()
+    monkeypatch.delenv("STRIPE_WEBHOOK_SECRET")
+    get_settings.cache_clear()
+    # What `make run` (`python -m worker run`) does without STRIPE_WEBHOOK_SECRET: it generates the
+    # secret and runs its processes with DEV_MODE=1; the shell `doctor` is run from has no DEV_MODE.
+    secret = dev_webhook_secret()
+    with stripe_answers(200, EVENTS_PAGE):
+        code = doctor.main(json_output=False)
+        json_code = doctor.main(json_output=True)
+    text_out, json_out = capsys.readouterr().out.split("\n{", 1)
+    lines = text_out.splitlines()
+    line = next(line for line in lines if " webhook secret " in line)
+    assert (code, json_code) == (0, 0), text_out
+    assert line.startswith("WARN  webhook secret") and str(DEV_SECRET_FILE) in line
+    assert "make run" in line and "STRIPE_WEBHOOK_SECRET" in line
+    assert json.loads("{" + json_out)["ok"] is True
+    assert secret not in text_out and secret not in json_out
+
+
+def test_without_a_secret_dev_mode_or_a_dev_secret_file_the_receiver_cannot_start(
+    environment, capsys, monkeypatch
+):
+    environment()
+    monkeypatch.delenv("STRIPE_WEBHOOK_SECRET")
+    get_settings.cache_clear()
+    with stripe_answers(200, EVENTS_PAGE):
+        code = doctor.main(json_output=False)
+    line = next(line for line in capsys.readouterr().out.splitlines() if " webhook secret " in line)
+    assert code == 1 and line.startswith("FAIL  webhook secret") and "refuses to start" in line
+
+
+def test_an_empty_dev_secret_file_is_a_failure_that_says_to_delete_it(environment, capsys, monkeypatch):
+    environment()
+    monkeypatch.delenv("STRIPE_WEBHOOK_SECRET")
+    get_settings.cache_clear()
+    DEV_SECRET_FILE.parent.mkdir()
+    DEV_SECRET_FILE.write_text("\n")
+    with stripe_answers(200, EVENTS_PAGE):
+        code = doctor.main(json_output=False)
+    line = next(line for line in capsys.readouterr().out.splitlines() if " webhook secret " in line)
+    assert code == 1 and line.startswith("FAIL  webhook secret") and "delete" in line

@@ -11,10 +11,12 @@ from worker.settings import Settings
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 
-# The shape of a usable API key; its mode is shown, the key never is.
-API_KEY = re.compile(r"^(sk|rk)_(test|live)_[A-Za-z0-9]+$")
+# The shape of a usable API key; its mode is shown, the key never is. After its prefix a key is opaque:
+# Stripe keeps the right to change its length (up to 255 characters) and characters, and working keys
+# carry underscores ("sk_test_51Abc_def..."). Whether the key works is the Stripe API check's to say.
+API_KEY = re.compile(r"^(sk|rk)_(test|live)_[!-~]{1,247}$")
 # Stripe masks a rejected key as "sk_test_****1234"; even that tail is not ours to print.
-_KEY_LIKE = re.compile(r"\b(?:sk|rk|pk)_(?:test|live)_[A-Za-z0-9*]*")
+_KEY_LIKE = re.compile(r"\b(?:sk|rk|pk)_(?:test|live)_[A-Za-z0-9_*]*")
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,8 @@ def scrub(settings: Settings, error: BaseException | str) -> str:
     text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
     for secret in settings.secret_values():
         text = text.replace(secret, "[redacted]")
-    return _KEY_LIKE.sub("[redacted]", redact(text))[:300]
+    # Key shapes first: the log redactor may take a key's head and leave what follows an underscore.
+    return redact(_KEY_LIKE.sub("[redacted]", text))[:300]
 
 
 def reason(settings: Settings, exc: BaseException) -> str:

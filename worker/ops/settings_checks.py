@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+import stat
 from urllib.parse import urlsplit
 
 from worker.ops.checks import API_KEY, FAIL, OK, WARN, Check
+from worker.receiver.devsecret import DEV_SECRET_FILE
 from worker.settings import Settings
 
 _URL_SAFE = re.compile(r"^[A-Za-z0-9._~-]+$")
@@ -20,14 +22,9 @@ def webhook_secret(settings: Settings) -> Check:
     name = "webhook secret"
     secrets = settings.webhook_secrets()
     if not secrets:
-        if settings.dev_mode:
-            return Check(
-                name,
-                WARN,
-                "not set; DEV_MODE signs with a generated local secret, so Stripe's own "
-                "deliveries are refused",
-                "set STRIPE_WEBHOOK_SECRET (whsec_...) outside local demos",
-            )
+        dev_secret = _dev_secret(settings)
+        if dev_secret is not None:
+            return dev_secret
         return Check(
             name,
             FAIL,
@@ -44,6 +41,37 @@ def webhook_secret(settings: Settings) -> Check:
     if len(secrets) > 1:
         return Check(name, OK, f"set ({len(secrets)} secrets: a rotation; drop the old one when it is over)")
     return Check(name, OK, "set")
+
+
+def _dev_secret(settings: Settings) -> Check | None:
+    """Dev mode's generated secret. `make run` (`python -m worker run`) without STRIPE_WEBHOOK_SECRET
+    writes DEV_SECRET_FILE and gives only its own processes DEV_MODE=1, so the shell the doctor runs in
+    may not say DEV_MODE. None when there is neither."""
+    name, path = "webhook secret", DEV_SECRET_FILE
+    refused = "Stripe's own deliveries are refused"
+    hint = "outside local demos set STRIPE_WEBHOOK_SECRET (whsec_..., or the one `stripe listen` prints)"
+    if not path.exists():
+        if settings.dev_mode:
+            return Check(
+                name, WARN, f"not set; DEV_MODE signs with a generated local secret: {refused}", hint
+            )
+        return None
+    remake = f"delete {path}; `make run` makes a new one"
+    try:
+        held = path.read_text().strip()
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError as exc:
+        return Check(name, FAIL, f"{path} cannot be read ({exc.strerror})", remake)
+    if not held.startswith("whsec_"):
+        return Check(name, FAIL, f"{path} holds no signing secret (whsec_...)", remake)
+    who = "DEV_MODE signs" if settings.dev_mode else "`make run` runs in dev mode, signing"
+    detail = f"not set; {who} with the secret generated in {path}: {refused}"
+    if mode & 0o077:
+        detail += f"; that file is mode {mode:04o}, others can read it"
+        hint = f"chmod 600 {path}; {hint}"
+    if not settings.dev_mode:
+        hint += "; `python -m worker web` alone needs it, or DEV_MODE=1"
+    return Check(name, WARN, detail, hint)
 
 
 def api_key(settings: Settings) -> Check:
