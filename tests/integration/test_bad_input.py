@@ -62,6 +62,30 @@ def json_that_is_not_a_stripe_event(event_id):
     return body, _headers(body)
 
 
+def _with_amount(event_id: str, literal: str) -> tuple[bytes, dict[str, str]]:
+    """A signed event whose charge amount is `literal` as written (what json.dumps would never write)."""
+    text = _event_body(event_id).decode()
+    assert text.count('"amount": 5000') == 1
+    body = text.replace('"amount": 5000', f'"amount": {literal}').encode()
+    return body, _headers(body)
+
+
+def amount_nan(event_id):
+    return _with_amount(event_id, "NaN")
+
+
+def amount_infinity(event_id):
+    return _with_amount(event_id, "-Infinity")
+
+
+def amount_overflowing_a_double(event_id):
+    return _with_amount(event_id, "1e400")
+
+
+def amount_beyond_64_bits(event_id):
+    return _with_amount(event_id, str(2**64))
+
+
 def body_over_the_limit(event_id):
     body = _event_body(event_id, pad_to=MAX_BODY_BYTES)
     return body, _headers(body)
@@ -79,6 +103,10 @@ CASES = [
     (timestamp_too_far_ahead, 400, "timestamp outside the tolerance window"),
     (malformed_json, 400, "not valid JSON"),
     (json_that_is_not_a_stripe_event, 400, "not a Stripe event"),
+    (amount_nan, 400, "NaN or Infinity"),
+    (amount_infinity, 400, "NaN or Infinity"),
+    (amount_overflowing_a_double, 400, "out of range"),
+    (amount_beyond_64_bits, 400, "beyond 64 bits"),
     (body_over_the_limit, 413, f"larger than {MAX_BODY_BYTES} bytes"),
     (body_over_the_limit_without_a_content_length, 413, f"larger than {MAX_BODY_BYTES} bytes"),
 ]

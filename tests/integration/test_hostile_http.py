@@ -2,7 +2,8 @@
 
 What only a real HTTP server shows: raw latin-1 header bytes reaching the app (the test client re-encodes
 them), Content-Length framing done by the server, and the server's own log lines. The server is built
-with the same uvicorn options `worker.ops.cli.cmd_web` uses. No Redis is needed: the queue is a list.
+with the same uvicorn options `worker.ops.cli.cmd_web` uses (`worker.receiver.serve`), its request
+deadline included. No Redis is needed: the queue is a list.
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ from models import Database, Event
 from tests.stripe_fixtures import TEST_SECRET, charge, event
 from tests.unit.test_receiver import RecordingQueue
 from worker.ops import cli
+from worker.receiver.serve import (
+    HEADER_TIMEOUT_SECONDS,
+    RequestDeadline,
+    body_timeout_seconds,
+    with_request_deadline,
+)
 from worker.receiver.signature import sign
 from worker.receiver.web import create_app
 from worker.settings import Settings
@@ -77,14 +84,25 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def serve(http: str, options: dict) -> Iterator[LiveServer]:
+def serve(http: str, options: dict, **deadlines: float) -> Iterator[LiveServer]:
+    """uvicorn's `http` protocol with the production options, its request deadline included
+    (`header_timeout`, `body_timeout` override the production values)."""
+    options = dict(options)
+    production = options.pop("http")
+    assert issubclass(production, RequestDeadline), "the web process runs without a request deadline"
+    deadlines = {
+        "header_timeout": production.header_timeout,
+        "body_timeout": production.body_timeout,
+        **deadlines,
+    }
     db = Database("sqlite://")
     db.create_all()
     app = create_app(
         db=db, enqueue=RecordingQueue(), secrets=[TEST_SECRET], funnel_token=TOKEN, max_body_bytes=LIMIT
     )
     port = _free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, http=http, **options)
+    protocol = with_request_deadline(http, **deadlines)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, http=protocol, **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -204,3 +222,134 @@ def test_the_funnel_token_in_the_url_never_reaches_the_logs_with_the_production_
         _funnel_requests(live)
     assert caplog.records, "the server logged nothing at all: the check below would prove nothing"
     assert TOKEN not in caplog.text
+
+
+# --- slow clients: the request deadline (worker/receiver/serve.py) ------------------------------------
+# Short deadlines here, on both of uvicorn's HTTP implementations; the real `web` process with the
+# production deadlines is tests/integration/test_receiver_slow_clients.py.
+
+SHORT = 0.6
+
+
+@pytest.fixture(params=["h11", "httptools"])
+def hurried(request, monkeypatch) -> Iterator[LiveServer]:
+    yield from serve(
+        request.param, production_uvicorn_options(monkeypatch), header_timeout=SHORT, body_timeout=SHORT
+    )
+
+
+def _wait_closed(conn: socket.socket, within: float) -> tuple[bytes, float]:
+    """Everything the server sends until it closes the connection, and how long that took."""
+    started = time.monotonic()
+    conn.settimeout(within)
+    data = b""
+    while True:
+        try:
+            chunk = conn.recv(65536)
+        except (TimeoutError, ConnectionResetError):
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data, time.monotonic() - started
+
+
+def _assert_timed_out(data: bytes, waited: float) -> None:
+    assert waited < SHORT + 1.5, f"still open after {waited:.1f} s"
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 "), data
+    assert b"connection: close" in head.lower()
+    assert "not received within" in error_of(body)
+
+
+def test_production_deadlines_are_10_s_for_headers_and_grow_with_the_body_limit(monkeypatch):
+    production = production_uvicorn_options(monkeypatch)["http"]
+    assert production.header_timeout == HEADER_TIMEOUT_SECONDS == 10
+    assert production.body_timeout == body_timeout_seconds(Settings().webhook_max_body_bytes)
+    assert body_timeout_seconds(1024 * 1024) == 26
+    assert body_timeout_seconds(4096) < body_timeout_seconds(1024 * 1024)
+
+
+def test_a_connection_that_never_sends_a_byte_is_closed_with_408(hurried):
+    with socket.create_connection(("127.0.0.1", hurried.port)) as conn:
+        _assert_timed_out(*_wait_closed(conn, SHORT + 3))
+
+
+def test_headers_that_trickle_in_past_the_deadline_get_408_and_the_connection_closed(hurried):
+    with socket.create_connection(("127.0.0.1", hurried.port)) as conn:
+        conn.sendall(b"POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\n")
+        time.sleep(SHORT / 2)
+        conn.sendall(b"Stripe-Signa")  # bytes keep arriving: uvicorn's keep-alive timer never fires
+        _assert_timed_out(*_wait_closed(conn, SHORT + 3))
+    assert hurried.stored() == 0
+
+
+def test_a_body_that_trickles_in_past_its_deadline_gets_408_and_nothing_is_stored(hurried):
+    body, signature = signed_event("evt_slow_body")
+    raw = request_bytes("/webhooks/stripe", body, {"Stripe-Signature": signature})
+    with socket.create_connection(("127.0.0.1", hurried.port)) as conn:
+        conn.sendall(raw[: raw.index(b"\r\n\r\n") + 4 + 10])  # the headers and 10 bytes of body
+        _assert_timed_out(*_wait_closed(conn, SHORT + 3))
+    time.sleep(0.2)
+    assert hurried.stored() == 0
+
+
+def test_a_body_still_trickling_after_the_answer_is_cut_off_without_a_second_answer(hurried):
+    # The receiver answers 413 at once on the declared length; the sender keeps the connection and
+    # goes on sending the body, a little at a time (each byte used to restart uvicorn's keep-alive).
+    raw = request_bytes("/webhooks/stripe", b"", {"Content-Length": str(LIMIT * 10).encode()})
+    raw = raw.replace(b"Connection: close", b"Connection: keep-alive")
+    with socket.create_connection(("127.0.0.1", hurried.port)) as conn:
+        conn.sendall(raw + b"x" * 100)
+        conn.settimeout(3)
+        answer = conn.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 413 "), answer
+        started, data = time.monotonic(), b""
+        conn.setblocking(False)
+        while time.monotonic() - started < SHORT + 3:
+            try:
+                conn.sendall(b"x")
+                chunk = conn.recv(65536)
+            except BlockingIOError:
+                time.sleep(SHORT / 6)
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            data += chunk
+        waited = time.monotonic() - started
+    assert waited < SHORT + 1.5, f"still open after {waited:.1f} s"
+    assert data == b"", data  # no second answer (a 408) after the 413
+
+
+def test_a_kept_alive_connection_gets_the_deadline_again_for_its_next_request(hurried):
+    body, signature = signed_event("evt_keep_alive")
+    first = request_bytes("/webhooks/stripe", body, {"Stripe-Signature": signature})
+    first = first.replace(b"Connection: close", b"Connection: keep-alive")
+    with socket.create_connection(("127.0.0.1", hurried.port)) as conn:
+        conn.sendall(first)
+        conn.settimeout(3)
+        answer = conn.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 200 "), answer
+        conn.sendall(b"POST /webhooks/stripe HTTP/1.1\r\n")  # the next request, never finished
+        _assert_timed_out(*_wait_closed(conn, SHORT + 3))
+    assert hurried.stored() == 1
+
+
+def test_a_request_that_arrives_in_time_is_answered_as_usual_and_the_connection_kept(hurried):
+    body, signature = signed_event("evt_in_time")
+    raw = request_bytes("/webhooks/stripe", body, {"Stripe-Signature": signature})
+    raw = raw.replace(b"Connection: close", b"Connection: keep-alive")
+    with socket.create_connection(("127.0.0.1", hurried.port)) as conn:
+        conn.sendall(raw[:20])
+        time.sleep(SHORT / 3)
+        conn.sendall(raw[20:])
+        conn.settimeout(3)
+        answer = conn.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 200 "), answer
+        time.sleep(SHORT + 0.3)  # past the deadline: nothing is pending, nothing is sent
+        conn.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            conn.recv(65536)  # still open (uvicorn's own keep-alive timeout is 5 s)
+    assert hurried.stored() == 1

@@ -176,6 +176,7 @@ def test_readyz_shows_redis_down_as_degraded_but_stays_ready_because_events_are_
     assert response.json() == {
         "database": "ok",
         "redis": "unavailable (ConnectionError)",
+        "database_writes": "ok",
         "status": "degraded",
     }
 
@@ -184,12 +185,20 @@ def test_readyz_is_503_when_the_database_is_down(db, queue):
     app = create_app(db=db, enqueue=queue, secrets=[TEST_SECRET], readiness_checks={"database": _down})
     response = TestClient(app).get("/readyz")
     assert response.status_code == 503
-    assert response.json() == {"database": "unavailable (ConnectionError)", "status": "down"}
+    assert response.json() == {
+        "database": "unavailable (ConnectionError)",
+        "database_writes": "ok",
+        "status": "down",
+        "reason": "database unavailable (ConnectionError)",
+    }
 
 
 def test_readyz_is_200_when_everything_is_reachable(client):
     response = client.get("/readyz")
-    assert (response.status_code, response.json()) == (200, {"database": "ok", "status": "ready"})
+    assert (response.status_code, response.json()) == (
+        200,
+        {"database": "ok", "database_writes": "ok", "status": "ready"},
+    )
 
 
 def test_only_post_is_accepted_on_the_webhook_path(client):

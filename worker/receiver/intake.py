@@ -10,7 +10,13 @@ from handlers import handler_for
 from handlers.funnel import FunnelPayloadError, funnel_event_id, funnel_event_type, purchase_rows
 from models import Database, Event, EventStatus, insert_ignore
 from models.types import from_unix, utcnow
-from worker.receiver.stripe_events import NotAStripeEvent, ParsedEvent, check_storable, decode_body
+from worker.receiver.stripe_events import (
+    NotAStripeEvent,
+    ParsedEvent,
+    check_storable,
+    decode_body,
+    parse_json,
+)
 
 Enqueue = Callable[[str, str], None]
 
@@ -56,7 +62,7 @@ def funnel_event(body: bytes) -> tuple[ParsedEvent, str]:
     """
     try:
         text = decode_body(body)
-        payload = json.loads(text)
+        payload = parse_json(text)  # strict: NaN, Infinity and out-of-range numbers are refused
         check_storable(text, payload, allow_nul=True)  # purchase_rows strips control characters
 
     except NotAStripeEvent as exc:

@@ -24,6 +24,10 @@ from worker.receiver.stripe_events import InvalidJSON, NotAStripeEvent, ParsedEv
 log = logging.getLogger(__name__)
 
 
+# The /readyz entry for the event writer's write probe.
+WRITES_CHECK = "database_writes"
+
+
 class BodyTooLarge(Exception):
     pass
 
@@ -88,9 +92,12 @@ class _StripeFastPath:
     saves a large share of the receiver's CPU per webhook (see the README's performance section).
     """
 
-    def __init__(self, app: Starlette, handle) -> None:
+    def __init__(self, app: Starlette, handle, writer: EventWriter) -> None:
         self.app = app
         self.handle = handle
+        # Its `writer_healthy` and `last_write_error` are for readiness and metrics (also on
+        # `app.state.event_writer` inside the Starlette app).
+        self.writer = writer
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/webhooks/stripe":
@@ -121,9 +128,11 @@ def create_app(
     """The receiver. Refuses to exist without at least one webhook secret: verification is never off.
 
     The funnel endpoint exists only when `funnel_token` is set (at least 16 characters).
-    `/readyz` answers 503 when a `readiness_checks` dependency is down; `reported_checks` (Redis) are
-    shown but do not make it 503: without Redis the receiver still accepts and stores events safely,
-    and a platform that took it out of rotation would only delay them.
+    `/readyz` answers 503 when a `readiness_checks` dependency is down or when the event writer cannot
+    commit a write (its probe: a read check alone passes on a read-only database), with a one-line
+    `reason`; `reported_checks` (Redis) are shown but do not make it 503: without Redis the receiver
+    still accepts and stores events safely, and a platform that took it out of rotation would only
+    delay them.
     `/metrics` shows queue depths (and `redis_up`) only when `queue_depths` is given, and asks for
     `metrics_token` as a bearer token when one is set (its figures reveal sales volume).
 
@@ -209,10 +218,20 @@ def create_app(
                 results[name] = "ok"
             except Exception as exc:
                 results[name] = f"unavailable ({type(exc).__name__})"
-        ready = all(results[name] == "ok" for name in checks)
+        # A read-only file, a full disk or a lock held too long pass a read check: commit a write.
+        try:
+            await writer.probe()
+            results[WRITES_CHECK] = "ok"
+        except DatabaseUnavailable as exc:
+            results[WRITES_CHECK] = f"failing ({exc})"
+        required = [*checks, WRITES_CHECK]
+        ready = all(results[name] == "ok" for name in required)
         results["status"] = (
             ("ready" if all(v == "ok" for v in results.values()) else "degraded") if ready else "down"
         )
+        if not ready:
+            failing = [f"{name} {results[name]}" for name in required if results[name] != "ok"]
+            results["reason"] = "; ".join(failing)
         return JSONResponse(results, status_code=200 if ready else 503)
 
     async def metrics_page(request: Request) -> Response:
@@ -233,7 +252,8 @@ def create_app(
             Route("/metrics", metrics_page, methods=["GET"]),
         ]
     )
-    return _StripeFastPath(app, stripe_webhook)
+    app.state.event_writer = writer
+    return _StripeFastPath(app, stripe_webhook, writer)
 
 
 def app_from_settings() -> _StripeFastPath:
