@@ -74,7 +74,7 @@ def test_webhooks_that_arrive_while_redis_is_down_are_stored_and_after_a_sweep_e
     assert {rows[i]["attempts"] for i in ids} == {1}
 
 
-def test_a_sweep_while_redis_is_still_down_says_so_and_exits_1_without_a_traceback(stack: Stack, uid: str):
+def test_a_sweep_while_redis_is_still_down_says_so_and_exits_4_without_a_traceback(stack: Stack, uid: str):
     document = _charge_event(uid, 0)
     stack.kill_redis()
     try:
@@ -82,7 +82,7 @@ def test_a_sweep_while_redis_is_still_down_says_so_and_exits_1_without_a_traceba
 
         swept = stack.cli("sweep", "--json", SWEEP_RECEIVED_GRACE_SECONDS="0")
 
-        assert swept.returncode == 1, swept
+        assert swept.returncode == 4, swept
         assert "Traceback" not in swept.stderr, swept
         report = swept.json()
         assert report["errors"] >= 1 and report["total"] == 0, swept

@@ -129,3 +129,43 @@ def test_replaying_an_id_missing_from_the_log_fetches_it_from_stripe_stores_it_a
     assert (row["status"], row["attempts"]) == ("done", 1)
     charge = stack.query("SELECT amount, currency FROM charges WHERE id = ?", (charge_id,))
     assert charge == [{"amount": 777, "currency": "gbp"}]
+
+
+def test_events_lists_the_newest_first_and_json_works_before_the_show_subcommand(stack: Stack, uid: str):
+    older, _ = _delivered(stack, uid, "older")
+    newer, _ = _delivered(stack, uid, "newer")
+
+    listed = stack.cli("events", "--limit", "2", "--json")
+
+    assert listed.returncode == 0, listed
+    assert [e["id"] for e in listed.json()] == [newer, older]
+
+    shown = stack.cli("events", "--json", "show", newer)
+
+    assert shown.returncode == 0, shown
+    assert shown.json()["id"] == newer and shown.json()["status"] == "done"
+
+    missing = stack.cli("events", "--json", "show", f"evt_missing_{uid}")
+
+    assert missing.returncode == 5, missing
+    assert missing.json()["exit_code"] == 5 and "not in the event log" in missing.json()["error"]
+    assert "Traceback" not in missing.stderr
+
+
+def test_a_replay_window_over_the_confirmation_threshold_needs_yes_without_a_terminal(stack: Stack, uid: str):
+    since = now_iso()
+    ids = [_delivered(stack, uid, f"bulk{i:02d}", amount=100 + i)[0] for i in range(51)]
+    until = now_iso(+1)
+    attempts_before = {i: stack.event(i)["attempts"] for i in ids}
+
+    refused = stack.cli("replay", "--since", since, "--until", until)  # stdin is not a terminal
+
+    assert refused.returncode == 2, refused
+    assert "--yes" in refused.stderr and len(refused.stderr.splitlines()) == 1
+    assert {i: stack.event(i)["attempts"] for i in ids} == attempts_before
+
+    replayed = stack.cli("replay", "--since", since, "--until", until, "--yes", "--json", timeout=120)
+
+    assert replayed.returncode == 0, replayed
+    assert sorted(r["id"] for r in replayed.json()) == sorted(ids)
+    assert {i: stack.event(i)["attempts"] for i in ids} == {i: n + 1 for i, n in attempts_before.items()}

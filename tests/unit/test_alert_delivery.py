@@ -172,5 +172,5 @@ def test_alerts_can_be_listed_acknowledged_and_resolved_by_name(cli_db, capsys):
 
 
 def test_acknowledging_an_unknown_alert_is_a_clear_error(cli_db, capsys):
-    assert cli.main(["alerts", "ack", "999", "--by", "Yuki"]) == 1
+    assert cli.main(["alerts", "ack", "999", "--by", "Yuki"]) == 5
     assert "there is no alert 999" in capsys.readouterr().err

@@ -161,7 +161,7 @@ def test_reconcile_with_a_malformed_account_says_so_in_one_line_and_asks_stripe_
     monkeypatch.setenv("RECONCILE_ACCOUNTS", "acct_1SellerAiko,sk_test_pasted_here")
     runtime.get_settings.cache_clear()
     with respx.mock:  # any request to Stripe would fail the test
-        assert cli.main(["reconcile"]) == 2
+        assert cli.main(["reconcile"]) == 3
     err = capsys.readouterr().err.strip()
     assert err.startswith("RECONCILE_ACCOUNTS: entry 2 is not a Stripe account id") and "\n" not in err
     assert "sk_test_pasted_here" not in err

@@ -67,7 +67,8 @@ def test_events_show_prints_the_payload_and_a_missing_id_is_an_error(cli_db, cap
     code, detail = run_json(capsys, "events", "show", "evt_show")
     assert code == 0
     assert detail["payload"]["data"]["object"]["amount"] == 4200
-    assert cli.main(["events", "show", "evt_missing"]) == 1
+    # Not found has its own exit code (5); it used to be 1, like any failure.
+    assert cli.main(["events", "show", "evt_missing"]) == 5
     assert "not in the event log" in capsys.readouterr().err
 
 
