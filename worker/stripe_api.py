@@ -95,11 +95,18 @@ def _backoff(max_backoff: float) -> Callable[[RetryCallState], float]:
 
 
 def _log_retry(state: RetryCallState) -> None:
+    # Written inside the event's log context: the line carries its event_id, type and account.
     error = state.outcome.exception() if state.outcome else None
+    status = getattr(error, "http_status", None)
+    request_id = getattr(error, "request_id", None)
+    details = "".join(
+        (f"; HTTP {status}" if status else "", f"; Stripe request {request_id}" if request_id else "")
+    )
     log.warning(
-        "Stripe call failed (%s), retrying (attempt %d)",
+        "Stripe call failed (%s), retrying (attempt %d%s)",
         type(error).__name__,
         state.attempt_number,
+        details,
     )
 
 

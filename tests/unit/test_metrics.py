@@ -1,9 +1,12 @@
 """`GET /metrics`: webhook counters from the receiver, processing figures from the event log and Redis."""
 
 import json
+import math
 import time
 from datetime import timedelta
 
+import prometheus_client
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.exc import OperationalError
 from starlette.testclient import TestClient
 
@@ -46,8 +49,8 @@ def scrape(client) -> dict[str, float]:
 
 
 def webhooks(endpoint: str, outcome: str, reason: str = "") -> str:
-    labels = f'endpoint="{endpoint}",outcome="{outcome}"' + (f',reason="{reason}"' if reason else "")
-    return f"{WEBHOOKS}{{{labels}}}"
+    # reason="" (accepted, duplicate) is the same series to Prometheus as no reason label at all.
+    return f'{WEBHOOKS}{{endpoint="{endpoint}",outcome="{outcome}",reason="{reason}"}}'
 
 
 def add_event(db, event_id, status, *, age, event_type="charge.succeeded", took=None):
@@ -217,13 +220,85 @@ def test_metrics_never_show_a_secret_even_one_that_arrived_as_an_event_type(db):
         assert secret not in text
 
 
-def test_every_metric_has_help_and_type_and_label_values_are_escaped():
-    family = metrics.Family("example", "gauge", "An example.", [({"type": 'a"b\\c\nd'}, 1.5)])
-    assert metrics.render([family]).splitlines() == [
-        "# HELP stripe_worker_example An example.",
-        "# TYPE stripe_worker_example gauge",
-        'stripe_worker_example{type="a\\"b\\\\c\\nd"} 1.5',
-    ]
+# The contract: every name and label that dashboards and alerts use, with its Prometheus type.
+CONTRACT = {
+    "stripe_worker_webhooks_total": ("counter", {"endpoint", "outcome", "reason"}),
+    "stripe_worker_database_up": ("gauge", set()),
+    "stripe_worker_events_open": ("gauge", {"status", "type"}),
+    "stripe_worker_events_received_last_hour": ("gauge", {"status", "type"}),
+    "stripe_worker_oldest_unprocessed_event_age_seconds": ("gauge", set()),
+    "stripe_worker_processing_delay_seconds": ("summary", {"quantile"}),
+    "stripe_worker_redis_up": ("gauge", set()),
+    "stripe_worker_queue_depth": ("gauge", {"queue"}),
+}
+
+
+def page_families(text: str) -> dict[str, tuple[str, str, set[str], list]]:
+    """The page as Prometheus reads it: name (as exposed) -> (type, help, label names, samples)."""
+    found = {}
+    for family in text_string_to_metric_families(text):
+        name = family.name + ("_total" if family.type == "counter" else "")
+        labels = {label for sample in family.samples for label in sample.labels}
+        found[name] = (family.type, family.documentation, labels, family.samples)
+    return found
+
+
+def test_every_metric_keeps_its_name_and_labels_and_has_help_and_its_prometheus_type(db):
+    add_event(db, "evt_waiting", "received", age=60)
+    add_event(db, "evt_finished", "done", age=60, took=2)
+    text = make_client(db).get("/metrics").text
+    found = page_families(text)
+    assert {name: (kind, labels) for name, (kind, _, labels, _) in found.items()} == CONTRACT
+    assert all(help_text for _, help_text, _, _ in found.values())
+    # What Prometheus' parser sees is what the page says, line by line.
+    assert "# TYPE stripe_worker_processing_delay_seconds summary" in text
+    assert "# TYPE stripe_worker_webhooks_total counter" in text
+
+
+def test_the_processing_delay_is_a_summary_of_quantiles_only_and_nan_when_nothing_finished(db):
+    """No _sum or _count: in a summary those are counters since the start, and the event log is read for
+    the last hour only. With nothing finished in the hour, each quantile is NaN (OpenMetrics' rule)."""
+    text = make_client(db).get("/metrics").text
+    assert "stripe_worker_processing_delay_seconds_sum" not in text
+    assert "stripe_worker_processing_delay_seconds_count" not in text
+    kind, _, _, samples = page_families(text)["stripe_worker_processing_delay_seconds"]
+    assert kind == "summary"
+    assert [sample.labels["quantile"] for sample in samples] == ["0.5", "0.9", "0.99", "1"]
+    assert all(math.isnan(sample.value) for sample in samples)
+
+
+def test_label_values_are_escaped_so_an_odd_event_type_cannot_break_the_page(db):
+    odd = 'a"b\\c\nd'
+    add_event(db, "evt_odd_type", "received", age=5, event_type=odd)
+    text = make_client(db).get("/metrics").text
+    assert 'type="a\\"b\\\\c\\nd"' in text
+    _, _, _, samples = page_families(text)["stripe_worker_events_open"]
+    assert [sample.labels["type"] for sample in samples] == [odd]
+
+
+def test_two_apps_in_one_process_keep_their_counts_apart_and_off_the_global_registry(db):
+    first, second = make_client(db), make_client(db)
+    body, headers = signed(event("charge.succeeded", charge(), event_id="evt_app_one"))
+    first.post("/webhooks/stripe", content=body, headers=headers)
+    assert scrape(first)[webhooks("stripe", "accepted")] == 1
+    assert scrape(second)[webhooks("stripe", "accepted")] == 0
+    assert not any(m.name.startswith(metrics.PREFIX) for m in prometheus_client.REGISTRY.collect())
+
+
+def test_the_receivers_write_health_hook_turns_database_up_to_0_while_the_log_is_still_read(db):
+    add_event(db, "evt_waiting", "received", age=60)
+    healthy = {"writes": True}
+    registry = metrics.receiver_registry(metrics.WebhookCounter(), db, write_health=lambda: healthy["writes"])
+    assert registry.get_sample_value("stripe_worker_database_up") == 1
+    healthy["writes"] = False
+    assert registry.get_sample_value("stripe_worker_database_up") == 0
+    assert (
+        registry.get_sample_value(
+            "stripe_worker_events_open", {"status": "received", "type": "charge.succeeded"}
+        )
+        == 1
+    )
+    assert "stripe_worker_redis_up" not in metrics.render(registry)  # no queue_depths: no Redis figures
 
 
 def test_with_a_metrics_token_the_page_needs_it_as_a_bearer_token(db):
@@ -239,3 +314,27 @@ def test_with_a_metrics_token_the_page_needs_it_as_a_bearer_token(db):
     assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
     allowed = client.get("/metrics", headers={"Authorization": "Bearer metrics-token-abc"})
     assert allowed.status_code == 200 and "stripe_worker_webhooks_total" in allowed.text
+
+
+def test_worker_metrics_are_on_redis_brokers_only_and_idle_outside_a_worker_process(monkeypatch):
+    """Unit tests run on the StubBroker: no metrics middleware, no port. The receiver and the CLI enqueue
+    through a Redis broker that carries it, but it only starts in a booted `dramatiq` worker process."""
+    from dramatiq import Message
+
+    from worker.jobs import broker as broker_module
+    from worker.settings import Settings
+
+    assert not any(isinstance(m, broker_module.WorkerMetrics) for m in broker_module.broker.middleware)
+    assert isinstance(broker_module.broker.middleware[0], broker_module.EventLogContext)
+
+    redis_broker = broker_module.build_broker(Settings(broker="redis", redis_url="redis://127.0.0.1:9/0"))
+    [worker_metrics] = [m for m in redis_broker.middleware if isinstance(m, broker_module.WorkerMetrics)]
+    assert isinstance(redis_broker.middleware[0], broker_module.EventLogContext)
+    assert worker_metrics.forks == []  # served by a worker process, not by a forked one
+    retried = Message(queue_name="events", actor_name="process_event", args=("evt_x", ""), kwargs={},
+                      options={"retries": 1})  # fmt: skip
+    worker_metrics.after_enqueue(redis_broker, retried, None)  # the receiver enqueueing: nothing happens
+    assert (worker_metrics.ready, worker_metrics.server) == (False, None)
+    for name in ("dramatiq_prom_host", "dramatiq_prom_port"):
+        monkeypatch.delenv(name, raising=False)
+    assert broker_module.metrics_address() == ("127.0.0.1", 9191)

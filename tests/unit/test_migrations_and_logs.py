@@ -3,6 +3,7 @@
 import json
 import logging
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
@@ -13,6 +14,16 @@ from models.migrate import upgrade
 from worker.ops.logs import configure_logging, redact
 from worker.receiver.devsecret import dev_webhook_secret, webhook_secrets
 from worker.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def _logging_put_back():
+    """Some tests here configure logging onto pytest's captured stderr; give the next test pytest's own."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def test_the_migrations_build_exactly_the_schema_the_models_describe(tmp_path, _shared_database):

@@ -29,7 +29,7 @@ from models import FINISHED_STATUSES, Database, Event, EventStatus
 from models.db import execute
 from models.prepared import Prepared
 from models.types import utcnow
-from worker.ops.logs import redact
+from worker.ops.logs import bind_event, event_context, redact
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,24 @@ def process_event(
     API key is configured); it is only called when a handler needs it. `on_alerts` receives the ids of
     alerts the event raised, after they are committed.
 
+    Every line logged meanwhile carries the event's id, account, type and attempt.
     """
+    with event_context(event_id, account):
+        return _process_event(
+            db, event_id, account, max_attempts=max_attempts, force=force, stripe=stripe, on_alerts=on_alerts
+        )
+
+
+def _process_event(
+    db: Database,
+    event_id: str,
+    account: str,
+    *,
+    max_attempts: int,
+    force: bool,
+    stripe: Callable[[], StripeLookup | None],
+    on_alerts: Callable[[list[int]], None],
+) -> Outcome:
     claim = None
     try:
         with db.session() as session:
@@ -165,6 +182,7 @@ def _claim(
         )
         return claim
     claim.attempt, claim.event_type, claim.payload = claimed
+    bind_event(event_type=claim.event_type, attempt=claim.attempt)
     claim.handler = handler_for(claim.event_type)
     if claim.handler is not None and claim.handler.fetch is not None:
         claim.reader = stripe()
