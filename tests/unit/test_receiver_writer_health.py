@@ -177,3 +177,22 @@ def test_readyz_waits_for_a_busy_writer_only_so_long(file_db, app, monkeypatch):
         release.set()
     assert response.status_code == 503
     assert "did not answer within" in response.json()["reason"]
+
+
+def test_metrics_say_the_database_is_down_while_the_receiver_cannot_write_and_up_once_it_can(
+    file_db, switch, app
+):
+    def database_up(client: TestClient) -> str:
+        page = client.get("/metrics").text
+        return next(
+            line.split()[-1] for line in page.splitlines() if line.startswith("stripe_worker_database_up")
+        )
+
+    client = TestClient(app)
+    assert float(database_up(client)) == 1
+    start_read_only(file_db, switch)
+    assert post(client, "evt_ro").status_code == 503
+    assert float(database_up(client)) == 0  # reads still work; the receiver cannot commit
+    switch.on = False
+    assert post(client, "evt_ro").status_code == 200
+    assert float(database_up(client)) == 1

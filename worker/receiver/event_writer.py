@@ -215,6 +215,10 @@ class EventWriter:
     def _transaction(self, work: Callable[[Any], T]) -> T:
         """Run `work(cursor)` in one committed transaction on a pooled connection."""
         sqlite = self.db.dialect == "sqlite"
+        if not self.writer_healthy:
+            # While writes fail, other threads (readiness, metrics) may pool connections opened in the
+            # meantime, read-only like the file was: start every attempt from fresh ones.
+            self.db.engine.dispose()
         # One pooled connection per batch, given back after: the writer holds none while idle.
         connection = self.db.engine.raw_connection()
         cursor = connection.cursor()

@@ -144,6 +144,10 @@ def create_app(
     checks = readiness_checks or {"database": db.ping}
     webhooks = metrics.WebhookCounter()
     writer = EventWriter(db, enqueue, enqueue_many)
+    # One registry per app; database_up is 0 while the receiver cannot commit (the writer says so).
+    registry = metrics.receiver_registry(
+        webhooks, db, queue_depths, write_health=lambda: writer.writer_healthy
+    )
 
     def rejected(endpoint: str, reason: str, status: int, message: str) -> tuple[int, dict]:
         webhooks.inc(endpoint, "rejected", reason)
@@ -239,7 +243,7 @@ def create_app(
             given = request.headers.get("authorization", "").removeprefix("Bearer ")
             if not hmac.compare_digest(given.encode(), metrics_token.encode()):
                 return _error(401, "metrics need Authorization: Bearer <METRICS_TOKEN>")
-        text = await run_in_threadpool(metrics.scrape, webhooks, db, queue_depths)
+        text = await run_in_threadpool(metrics.render, registry)
         return Response(text, media_type=metrics.CONTENT_TYPE)
 
     app = Starlette(
