@@ -21,8 +21,10 @@ def find_events(
     since: datetime | None = None,
     until: datetime | None = None,
     limit: int | None = None,
+    newest_first: bool = False,
 ) -> list[Event]:
-    """Events by received time, oldest first; `since` inclusive, `until` exclusive."""
+    """Events by received time, oldest first (`events` lists newest first); `since` inclusive,
+    `until` exclusive. `limit` keeps the first ones in that order."""
     query = select(Event)
     if statuses:
         query = query.where(col(Event.status).in_(list(statuses)))
@@ -32,7 +34,10 @@ def find_events(
         query = query.where(Event.received_at >= since)
     if until:
         query = query.where(Event.received_at < until)
-    query = query.order_by(Event.received_at, Event.id)
+    if newest_first:
+        query = query.order_by(col(Event.received_at).desc(), col(Event.id).desc())
+    else:
+        query = query.order_by(Event.received_at, Event.id)
     if limit:
         query = query.limit(limit)
     with db.session() as session:

@@ -72,16 +72,17 @@ def events(
     """The event log, newest first: received time, id, type, status, attempts, last error."""
     if ctx.invoked_subcommand is not None:
         return
-    from worker.ops.eventlog import event_summary
+    from worker.ops.eventlog import event_summary, find_events
 
     boot()
-    found = newest_events(
+    found = find_events(
         database(),
         statuses=[status.value] if status else [],
         event_type=event_type,
         since=since,
         until=until,
         limit=limit,
+        newest_first=True,
     )
     rows = [event_summary(e) for e in found]
     if output.json_mode():
@@ -92,28 +93,6 @@ def events(
 
 def _shown(rows: list[dict]) -> list[dict]:
     return [{**row, "received_at": output.seconds(row["received_at"])} for row in rows]
-
-
-def newest_events(db, *, statuses, event_type, since, until, limit):
-    """Events by received time, newest first; `since` inclusive, `until` exclusive."""
-    from sqlmodel import col, select
-
-    from models import Event
-
-    query = select(Event)
-    if statuses:
-        query = query.where(col(Event.status).in_(list(statuses)))
-    if event_type:
-        query = query.where(Event.type == event_type)
-    if since:
-        query = query.where(Event.received_at >= since)
-    if until:
-        query = query.where(Event.received_at < until)
-    query = query.order_by(col(Event.received_at).desc(), col(Event.id).desc())
-    if limit:
-        query = query.limit(limit)
-    with db.session() as session:
-        return list(session.exec(query).all())
 
 
 @events_app.command("show")
