@@ -311,13 +311,13 @@ def test_web_worker_clock_run_and_demo_call_what_they_called(cli_db, monkeypatch
     )
     monkeypatch.setattr(demo, "run", lambda: calls.append(("demo",)) or 0)
 
-    assert run("web", "--host", "0.0.0.0", "--port", "9000").code == 0
+    assert run("web", "--host", "127.0.0.2", "--port", "9000").code == 0
     assert run("worker", "--processes", "3").code == 0
     assert run("clock").code == 0
     assert run("run", "--threads", "2").code == 0
     assert run("demo").code == 0
     assert calls == [
-        ("web", "0.0.0.0", 9000),
+        ("web", "127.0.0.2", 9000),
         ("worker", ["-m", "dramatiq", "worker.jobs.actors", "--processes", "3", "--threads", "4"]),
         ("clock", ["sweep", "reconcile", "deliver alerts"]),
         ("run", None, 2),
