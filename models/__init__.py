@@ -6,8 +6,12 @@ from models.events import FINISHED_STATUSES, Event, EventStatus
 from models.payments import Charge, Dispute, Refund
 from models.reconcile import ReconcileRun
 from models.sales import FunnelPurchase, Invoice, InvoicePayment, Subscription
+from models.staff import AuditEntry, SignInFailure, StaffUser
 
 __all__ = [
+    "AuditEntry",
+    "SignInFailure",
+    "StaffUser",
     "Alert",
     "Customer",
     "CustomerNote",

@@ -78,8 +78,38 @@ class Settings(BaseSettings):
 
     sweep_failed_stale_seconds: int = Field(default=1800, ge=1)
 
+    # Staff dashboard (/app/ on the web process)
+    # Signs session cookies. Unset: one is generated into var/dashboard-secret (0600) on first use, which
+    # suits one host; set it (32+ random characters) when several hosts serve the dashboard.
+    dashboard_secret_key: SecretStr | None = None
+    dashboard_session_minutes: int = Field(default=480, ge=1, le=60 * 24 * 30)
+    # Mark the session cookie Secure: set true whenever the dashboard is served over HTTPS.
+    dashboard_secure_cookies: bool = False
+    # Failed sign-ins: an account locks after this many in a row, for sign_in_lockout_minutes;
+    # one client address may fail at most sign_in_max_failures_per_address times in that window.
+    sign_in_max_failures: int = Field(default=5, ge=1, le=100)
+    sign_in_max_failures_per_address: int = Field(default=20, ge=1, le=10_000)
+    sign_in_lockout_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    # Dates on the dashboard are shown in this IANA time zone (stored times stay UTC).
+    display_timezone: str = "UTC"
+    # The overview warns when no webhook has arrived for this long.
+    webhook_silence_hours: float = Field(default=6.0, gt=0, le=24 * 30)
+    # Also write a short refund history into the Stripe customer's metadata.
+    mirror_notes_to_stripe: bool = False
+
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
+
+    @field_validator("display_timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"DISPLAY_TIMEZONE: {value!r} is not an IANA time zone (e.g. UTC, Asia/Tokyo)") from None
+        return value
 
     @field_validator("stripe_api_base")
     @classmethod
@@ -117,6 +147,7 @@ class Settings(BaseSettings):
             self.funnel_webhook_token,
             self.alert_webhook_url,
             self.metrics_token,
+            self.dashboard_secret_key,
         ):
             if secret is not None:
                 values.append(secret.get_secret_value())

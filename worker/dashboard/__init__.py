@@ -1,0 +1,1 @@
+"""The staff dashboard: server-rendered pages under /app/ on the web process, behind staff sign-in."""
