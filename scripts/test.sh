@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/bootstrap.sh
+./scripts/browser.sh
 .venv/bin/ruff check .
 
 echo "=== test suite on SQLite ==="
