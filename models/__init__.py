@@ -6,6 +6,7 @@ from models.events import FINISHED_STATUSES, Event, EventStatus
 from models.payments import Charge, Dispute, Refund
 from models.reconcile import ReconcileRun
 from models.sales import FunnelPurchase, Invoice, InvoicePayment, Subscription
+from models.sales_rows import SalesRowRecord
 from models.staff import AuditEntry, SignInFailure, StaffUser
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "Invoice",
     "InvoicePayment",
     "ReconcileRun",
+    "SalesRowRecord",
     "Refund",
     "Subscription",
     "insert_ignore",
