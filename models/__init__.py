@@ -3,6 +3,7 @@
 from models.customers import Alert, Customer, CustomerNote, CustomerStripeId, SubscriptionEnd
 from models.db import Database, advisory_lock, dialect_insert, insert_ignore, upsert_many, upsert_newer
 from models.events import FINISHED_STATUSES, Event, EventStatus
+from models.note_mirrors import StripeNoteMirror
 from models.payments import Charge, Dispute, Refund
 from models.reconcile import ReconcileRun
 from models.sales import FunnelPurchase, Invoice, InvoicePayment, Subscription
@@ -32,6 +33,7 @@ __all__ = [
     "ReconcileRun",
     "SalesRowRecord",
     "Refund",
+    "StripeNoteMirror",
     "Subscription",
     "insert_ignore",
     "upsert_many",

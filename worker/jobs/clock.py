@@ -20,6 +20,9 @@ Built on APScheduler (a BackgroundScheduler; the main thread only waits for SIGT
 
 A job that raises is logged and tried again at its next turn; the clock itself never dies of a job's
 failure.
+
+With MIRROR_NOTES_TO_STRIPE=true the clock also writes changed refund histories to Stripe customers'
+metadata every minute (`optional_jobs`, `mirror_notes_once`).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 if TYPE_CHECKING:
     from models import Database
+    from worker.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +128,50 @@ def last_successful_reconcile(database: Database) -> datetime | None:
 
 # How each daily job's last success is read, for jobs that do not say (cli.py builds the nightly job).
 LAST_DONE: dict[str, Callable[[Database], datetime | None]] = {"reconcile": last_successful_reconcile}
+
+
+# --- jobs a setting turns on ------------------------------------------------------------------------
+
+NOTES_MIRROR_JOB = "mirror notes to stripe"
+NOTES_MIRROR_INTERVAL_SECONDS = 60.0
+
+
+def optional_jobs(settings: Settings) -> list[Job]:
+    """The jobs only a setting turns on: today the refund-history mirror (MIRROR_NOTES_TO_STRIPE).
+
+    `run_forever` adds them to the jobs it is given, so `python -m worker clock` runs them without its
+    list naming them.
+    """
+    if not settings.mirror_notes_to_stripe:
+        return []
+    return [Job(NOTES_MIRROR_JOB, NOTES_MIRROR_INTERVAL_SECONDS, lambda: mirror_notes_once(settings))]
+
+
+def mirror_notes_once(settings: Settings, database: Database | None = None, client=None) -> object:
+    """One turn of the mirror: customers whose refund notes changed, written to Stripe's metadata.
+
+    A poll of the stored notes rather than an actor enqueued after each commit: the notes and
+    `stripe_note_mirrors` say what is still to write, so nothing is lost when an enqueue would have
+    been (a crash after commit, Redis down), and a turn repeated writes nothing twice (unchanged
+    histories are skipped; see handlers/stripe_notes_mirror.py). Under a lock, like the nightly run,
+    so two clocks do not send the same request at once.
+    """
+    from zoneinfo import ZoneInfo
+
+    from handlers.stripe_notes_mirror import mirror_changed_customers
+    from worker import runtime, stripe_api
+
+    database = database or runtime.database()
+    with exclusive(database, "stripe-notes-mirror") as held:
+        if not held:
+            return "skipped: another clock is running it"
+        try:
+            client = client or runtime.stripe_client()
+        except stripe_api.StripeNotConfigured:
+            log.warning("%s: STRIPE_API_KEY is not set; nothing written", NOTES_MIRROR_JOB)
+            return "skipped: STRIPE_API_KEY is not set"
+        reader = stripe_api.StripeReader(settings, client)
+        return mirror_changed_customers(database, reader, timezone=ZoneInfo(settings.display_timezone))
 
 
 # --- the lock ---------------------------------------------------------------------------------------
@@ -315,14 +363,21 @@ def run_forever(
     *,
     database: Database | None = None,
     stop_grace_seconds: float = STOP_GRACE_SECONDS,
+    settings: Settings | None = None,
 ) -> None:
     """Run `jobs` until `stop` is set (or SIGTERM/SIGINT, when called from the main thread).
 
     `database` (default: the process's own) is where daily jobs take their lock and read when they
     last succeeded. `tick_seconds` is how often the main thread checks `stop` (the scheduler has its
-    own timing).
+    own timing). The jobs `settings` (default: the process's own) turn on are added (`optional_jobs`).
     """
     stop = stop or threading.Event()
+    if settings is None:
+        from worker.settings import get_settings
+
+        settings = get_settings()
+    named = {job.name for job in jobs}
+    jobs = [*jobs, *(job for job in optional_jobs(settings) if job.name not in named)]
     restore_signals = _handle_stop_signals(stop)
     apscheduler_log = logging.getLogger("apscheduler")
     if apscheduler_log.level == logging.NOTSET:
