@@ -265,13 +265,17 @@ def refresh_customers(
     session: Session, emails: Iterable[str], *, window: timedelta | None = None
 ) -> list[int]:
     """Bring each customer's record up to date; return the ids of alerts to send (new or changed)."""
+    from handlers.sales_rows import store_customer_rows
+
     window = window or DUPLICATE_WINDOW
     to_send: list[int] = []
+    loaded, built = {}, {}
 
     for email in sorted({e for e in emails if e}):
         advisory_lock(session, f"customer:{email}")  # see models.db.advisory_lock
         facts = load_customer_facts(session, email)
         parts = [(part, part.view()) for part in facts.by_account()]
+        loaded[email], built[email] = facts, parts
         _link_customer(session, email, [row for _, rows in parts for row in rows])
         drafts: list[AlertDraft] = []
         for part, rows in parts:
@@ -281,6 +285,7 @@ def refresh_customers(
             if alert_id is not None:
                 to_send.append(alert_id)
         to_send += _withdraw_stale_access_alerts(session, email, {d.key for d in drafts})
+    store_customer_rows(session, loaded, built)  # the dashboard's copy of the sales view
     return to_send
 
 

@@ -1,0 +1,342 @@
+"""Keeping `sales_rows` (models/sales_rows.py) equal to the sales view built from the stored facts.
+
+Every path that changes facts (the webhook handlers, the nightly run, a sales import) ends in
+`handlers.customers.refresh_customers` for the customers it touched, which builds their part of the
+view anyway; `store_customer_rows` writes those rows here, replacing what the table held for them.
+
+Three things keep the copy exact rather than merely close:
+
+- A row belongs to the email the view gives it, which is not always the email refreshed: a charge paid
+  with one email for a funnel purchase made with another appears in both customers' facts, complete
+  only where the purchase is. So the facts of every customer refreshed together are joined, and any
+  other email found on the rows is loaded too, before the view is built once over all of them.
+- A row can change hands: a charge stored before anyone knew whose it was, a funnel sale whose payment
+  arrived, a failed invoice whose failed charge arrived. The rows written replace, besides the
+  customers' own, every row of the same payment (by charge id; rows without an email also by payment
+  intent, funnel purchase and invoice).
+- Some rows have no email at all: a charge whose payment carries none and whose Stripe customer is
+  unknown or deleted, a funnel purchase without one, a failed invoice of such a customer. No customer
+  refresh reaches them, so a refresh with nobody to refresh (the event concerned nobody known) rebuilds
+  the rows without an email from the facts without one (`store_unowned_rows`). A dispute on such a
+  charge does not call a refresh at all (handlers/disputes.py raises its alert directly), and a page of
+  the nightly run refreshes only the customers it names: those rows are brought up to date by the
+  next refresh with nobody to refresh, or by `python -m worker sales rebuild` (`rebuild_sales_rows`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import bindparam, delete, insert, select
+from sqlmodel import Session
+
+from handlers.sales_view import EARLIEST, SaleRow, SalesFacts, load_all_facts, load_customer_facts
+from models import (
+    Charge,
+    Dispute,
+    FunnelPurchase,
+    Invoice,
+    InvoicePayment,
+    Refund,
+    SalesRowRecord,
+    Subscription,
+    advisory_lock,
+)
+from models.db import execute
+from models.prepared import Prepared
+
+# The SaleRow fields, in the view's order: every one is a column of sales_rows.
+SALE_FIELDS = tuple(SaleRow.__dataclass_fields__)
+# How many times a refresh follows emails it finds on rows to customers it had not loaded.
+MAX_ROUNDS = 4
+INSERT_BATCH = 5_000
+
+_rows = SalesRowRecord.__table__
+
+
+def position(row: SaleRow) -> str:
+    """The view's time order (`handlers.sales_view._in_time_order`) as one sortable string."""
+    moment = row.paid_at or EARLIEST
+    stamp = moment.strftime("%Y%m%d%H%M%S%f").rjust(20, "0")
+    return f"{1 if row.paid_at is None else 0}{stamp}|{row.charge_id or row.payment_intent_id or ''}"
+
+
+def _accounts(facts: SalesFacts) -> tuple[dict[str, str], dict[str, str], str]:
+    """Where each row's account comes from: its charge, else its invoice, else the part's one account."""
+    by_charge = {c.id: c.account for c in facts.charges}
+    by_invoice = {i.id: i.account for i in facts.invoices}
+    accounts = (
+        set(by_charge.values())
+        | set(by_invoice.values())
+        | {s.account for s in facts.subscriptions}
+        | {d.account for d in facts.disputes}
+    )
+    return by_charge, by_invoice, (accounts.pop() if len(accounts) == 1 else "")
+
+
+def values_of(parts: Iterable[tuple[SalesFacts, Sequence[SaleRow]]]) -> list[dict[str, Any]]:
+    """The table rows of built views: each account part's facts with the rows built from them."""
+    values = []
+    for facts, rows in parts:
+        by_charge, by_invoice, default = _accounts(facts)
+        for row in rows:
+            record = {name: getattr(row, name) for name in SALE_FIELDS}
+            if row.charge_id in by_charge:
+                account = by_charge[row.charge_id]
+            elif row.invoice_id in by_invoice:
+                account = by_invoice[row.invoice_id]
+            else:
+                account = default
+            record.update(account=account, position=position(row))
+            values.append(record)
+    return values
+
+
+def _built(facts: SalesFacts) -> list[tuple[SalesFacts, list[SaleRow]]]:
+    return [(part, part.view()) for part in facts.by_account()]
+
+
+def _insert(session: Session, values: list[dict[str, Any]]) -> None:
+    for start in range(0, len(values), INSERT_BATCH):
+        # A list of parameter sets: one executemany (models.db.execute).
+        execute(session, _INSERT, values[start : start + INSERT_BATCH])
+
+
+# --- one refresh -------------------------------------------------------------------------------------
+
+
+def store_customer_rows(
+    session: Session,
+    loaded: Mapping[str, SalesFacts],
+    built: Mapping[str, list[tuple[SalesFacts, list[SaleRow]]]] | None = None,
+) -> None:
+    """Replace the rows of the customers refreshed together with the view of their joined facts.
+
+    `loaded`: each refreshed email's facts (`load_customer_facts`), `built`: the views already built
+    from them, by account part (reused when one customer alone is refreshed, the usual case).
+    """
+    if not loaded:
+        store_unowned_rows(session)
+        return
+    facts_by_email = dict(loaded)
+    if len(facts_by_email) == 1 and built:
+        (email,) = facts_by_email
+        parts = built[email]
+    else:
+        parts = _built(_joined(facts_by_email.values()))
+    for _ in range(MAX_ROUNDS):
+        found = {r.customer_email for _, rows in parts for r in rows if r.customer_email}
+        missing = sorted(found - set(facts_by_email))
+        if not missing:
+            break
+        for email in missing:
+            # Taken late (not in sorted order with the others): PostgreSQL breaks a rare deadlock by
+            # failing one event, which is retried.
+            advisory_lock(session, f"customer:{email}")
+            facts_by_email[email] = load_customer_facts(session, email)
+        parts = _built(_joined(facts_by_email.values()))
+    _replace(session, sorted(facts_by_email), values_of(parts))
+
+
+def _joined(all_facts: Iterable[SalesFacts]) -> SalesFacts:
+    """The facts of several customers as one set: each stored row once."""
+    all_facts = list(all_facts)
+    if len(all_facts) == 1:
+        return all_facts[0]
+
+    def union(name: str, key) -> list:
+        rows: dict[Any, Any] = {}
+        for facts in all_facts:
+            for row in getattr(facts, name):
+                rows.setdefault(key(row), row)
+        return list(rows.values())
+
+    by_id = lambda row: row.id  # noqa: E731
+    return SalesFacts(
+        charges=union("charges", by_id),
+        invoices=union("invoices", by_id),
+        invoice_payments=union("invoice_payments", by_id),
+        refunds=union("refunds", by_id),
+        purchases=union("purchases", lambda p: (p.purchase_id, p.product_key)),
+        disputes=union("disputes", by_id),
+        subscriptions=union("subscriptions", by_id),
+    )
+
+
+def _replace(session: Session, emails: list[str], values: list[dict[str, Any]]) -> None:
+    """Delete the customers' rows and every other row of the same payments; insert `values`."""
+    if emails:
+        execute(session, _DELETE_BY_EMAIL, {"emails": emails})
+    charge_ids = sorted({v["charge_id"] for v in values if v["charge_id"]})
+    if charge_ids:
+        execute(session, _DELETE_BY_CHARGE, {"ids": charge_ids})
+    keys = {
+        "intents": sorted({v["payment_intent_id"] for v in values if v["payment_intent_id"]}),
+        "purchases": sorted({v["funnel_purchase_id"] for v in values if v["funnel_purchase_id"]}),
+        "invoices": sorted({v["invoice_id"] for v in values if v["invoice_id"]}),
+    }
+    if any(keys.values()):
+        execute(session, _DELETE_UNOWNED_BY_KEY, {name: ids or [""] for name, ids in keys.items()})
+    if values:
+        _insert(session, values)
+
+
+# --- rows nobody's refresh reaches ---------------------------------------------------------------------
+
+
+def store_unowned_rows(session: Session) -> None:
+    """Rebuild the rows without an email, from the facts without one (and what they link to)."""
+    advisory_lock(session, "sales_rows:unowned")  # two at once would each insert the rows
+    facts = load_unowned_facts(session)
+    values = [v for v in values_of(_built(facts)) if v["customer_email"] is None]
+    execute(session, _DELETE_UNOWNED, {})
+    if values:
+        _insert(session, values)
+
+
+def load_unowned_facts(session: Session) -> SalesFacts:
+    """Charges, invoices and funnel purchases without an email, with every fact their rows depend on.
+
+    Few in a funnel seller's store (the funnel and Stripe's customers carry emails), so read whole.
+    Funnel purchases are read by payment and subscription too: one with an email gives the row its
+    email, and that row is then another customer's, left to their refresh.
+    """
+    charges = {c.id: c for c in execute(session, _UNOWNED_CHARGES).all()}
+    invoices = {i.id: i for i in execute(session, _UNOWNED_INVOICES).all()}
+    purchases = {(p.purchase_id, p.product_key): p for p in execute(session, _UNOWNED_PURCHASES).all()}
+    if not (charges or invoices or purchases):
+        return SalesFacts([], [], [], [], [])
+    subscriptions = {i.subscription_id for i in invoices.values() if i.subscription_id}
+    subscriptions |= {p.subscription_id for p in purchases.values() if p.subscription_id}
+    intents = {c.payment_intent for c in charges.values() if c.payment_intent}
+    charge_links = sorted(set(charges) | intents)
+    # Invoices the charges paid, and every invoice of the subscriptions involved.
+    payments = _in(session, _PAYMENTS_OF_CHARGES, {"ids": sorted(charges), "intents": sorted(intents)})
+    invoice_ids = {p.invoice_id for p in payments} | {c.invoice_id for c in charges.values() if c.invoice_id}
+    for invoice in _in(
+        session,
+        _INVOICES_LINKED,
+        {"ids": sorted(invoice_ids), "charges": sorted(charges), "intents": sorted(intents)},
+    ):
+        invoices.setdefault(invoice.id, invoice)
+    subscriptions |= {i.subscription_id for i in invoices.values() if i.subscription_id}
+    for invoice in _in(session, _INVOICES_BY_SUBSCRIPTION, {"ids": sorted(subscriptions)}):
+        invoices.setdefault(invoice.id, invoice)
+    invoice_payments = _in(session, _PAYMENTS_BY_INVOICE, {"ids": sorted(invoices)})
+    # The charges of those invoices, and the funnel purchases of every payment and subscription.
+    paying_ids = {p.charge_id for p in invoice_payments if p.charge_id}
+    paying_ids |= {i.charge_id for i in invoices.values() if i.charge_id}
+    paying_intents = {p.payment_intent_id for p in invoice_payments if p.payment_intent_id}
+    paying_intents |= {i.payment_intent_id for i in invoices.values() if i.payment_intent_id}
+    for purchase in _in(
+        session, _PURCHASES_LINKED, {"payments": charge_links, "subscriptions": sorted(subscriptions)}
+    ):
+        purchases.setdefault((purchase.purchase_id, purchase.product_key), purchase)
+    funnel_payments = {p.charge_id for p in purchases.values() if p.charge_id}
+    for charge in _in(
+        session,
+        _CHARGES_LINKED,
+        {"ids": sorted(paying_ids | funnel_payments), "intents": sorted(paying_intents | funnel_payments)},
+    ):
+        charges.setdefault(charge.id, charge)
+    paid = sorted(set(charges) | funnel_payments)
+    refunds = _in(session, _REFUNDS_BY_CHARGE, {"ids": paid})
+    disputes = _in(session, _DISPUTES_BY_CHARGE, {"ids": paid})
+    customers = sorted(
+        {c.customer for c in charges.values() if c.customer}
+        | {i.customer for i in invoices.values() if i.customer}
+    )
+    found_subscriptions = _in(
+        session, _SUBSCRIPTIONS_OF, {"ids": sorted(subscriptions), "customers": customers}
+    )
+    return SalesFacts(
+        list(charges.values()),
+        list(invoices.values()),
+        invoice_payments,
+        refunds,
+        list(purchases.values()),
+        disputes,
+        found_subscriptions,
+    )
+
+
+def _in(session: Session, statement: Prepared, lists: dict[str, list]) -> list:
+    """Run a statement of IN lists; an empty list matches nothing (and is sent as one that cannot)."""
+    if not any(lists.values()):
+        return []
+    return execute(session, statement, {name: ids or [""] for name, ids in lists.items()}).all()
+
+
+# --- the whole table -------------------------------------------------------------------------------------
+
+
+def rebuild_sales_rows(session: Session) -> int:
+    """Rebuild the whole table from every stored fact (`load_all_facts(session).view()`); return the
+    number of rows. Runs in the caller's transaction: readers see the old rows until it commits."""
+    facts = load_all_facts(session)
+    values = values_of(_built(facts))
+    execute(session, delete(_rows), None)
+    _insert(session, values)
+    return len(values)
+
+
+# --- statements, built once ------------------------------------------------------------------------------
+
+
+def _ids(name: str):
+    return bindparam(name, expanding=True)
+
+
+_INSERT = Prepared(insert(_rows))
+_DELETE_BY_EMAIL = Prepared(delete(_rows).where(_rows.c.customer_email.in_(_ids("emails"))))
+_DELETE_BY_CHARGE = Prepared(delete(_rows).where(_rows.c.charge_id.in_(_ids("ids"))))
+_DELETE_UNOWNED = Prepared(delete(_rows).where(_rows.c.customer_email.is_(None)))
+_DELETE_UNOWNED_BY_KEY = Prepared(
+    delete(_rows).where(
+        _rows.c.customer_email.is_(None),
+        _rows.c.payment_intent_id.in_(_ids("intents"))
+        | _rows.c.funnel_purchase_id.in_(_ids("purchases"))
+        | (_rows.c.charge_id.is_(None) & _rows.c.invoice_id.in_(_ids("invoices"))),
+    )
+)
+
+_charges, _invoices = Charge.__table__, Invoice.__table__
+_payments, _purchases = InvoicePayment.__table__, FunnelPurchase.__table__
+_UNOWNED_CHARGES = Prepared(
+    select(_charges).where(
+        _charges.c.customer_email.is_(None), _charges.c.status.in_(("succeeded", "failed"))
+    )
+)
+_UNOWNED_INVOICES = Prepared(select(_invoices).where(_invoices.c.customer_email.is_(None)))
+_UNOWNED_PURCHASES = Prepared(select(_purchases).where(_purchases.c.customer_email.is_(None)))
+_PAYMENTS_OF_CHARGES = Prepared(
+    select(_payments).where(
+        _payments.c.charge_id.in_(_ids("ids")) | _payments.c.payment_intent_id.in_(_ids("intents"))
+    )
+)
+_INVOICES_LINKED = Prepared(
+    select(_invoices).where(
+        _invoices.c.id.in_(_ids("ids"))
+        | _invoices.c.charge_id.in_(_ids("charges"))
+        | _invoices.c.payment_intent_id.in_(_ids("intents"))
+    )
+)
+_INVOICES_BY_SUBSCRIPTION = Prepared(select(_invoices).where(_invoices.c.subscription_id.in_(_ids("ids"))))
+_PAYMENTS_BY_INVOICE = Prepared(select(_payments).where(_payments.c.invoice_id.in_(_ids("ids"))))
+_PURCHASES_LINKED = Prepared(
+    select(_purchases).where(
+        _purchases.c.charge_id.in_(_ids("payments")) | _purchases.c.subscription_id.in_(_ids("subscriptions"))
+    )
+)
+_CHARGES_LINKED = Prepared(
+    select(_charges).where(_charges.c.id.in_(_ids("ids")) | _charges.c.payment_intent.in_(_ids("intents")))
+)
+_REFUNDS_BY_CHARGE = Prepared(select(Refund.__table__).where(Refund.__table__.c.charge.in_(_ids("ids"))))
+_DISPUTES_BY_CHARGE = Prepared(select(Dispute.__table__).where(Dispute.__table__.c.charge.in_(_ids("ids"))))
+_SUBSCRIPTIONS_OF = Prepared(
+    select(Subscription.__table__).where(
+        Subscription.__table__.c.id.in_(_ids("ids"))
+        | Subscription.__table__.c.customer.in_(_ids("customers"))
+    )
+)
