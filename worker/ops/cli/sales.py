@@ -1,4 +1,5 @@
-"""The complete sales view (`sales`), plans (`plans`) and funnel sales exports (`import-sales`)."""
+"""The complete sales view (`sales`, `sales rebuild`), plans (`plans`) and funnel sales exports
+(`import-sales`)."""
 
 from __future__ import annotations
 
@@ -50,13 +51,21 @@ class PlanStatus(StrEnum):
     cancelled = "cancelled"
 
 
+sales_app = typer.Typer(
+    invoke_without_command=True,
+    help="The complete sales view; `sales rebuild` rebuilds the dashboard's copy of it.",
+)
+
+
 def register(app: typer.Typer) -> None:
-    app.command("sales", rich_help_panel="Sales")(sales)
+    app.add_typer(sales_app, name="sales", rich_help_panel="Sales")
     app.command("plans", rich_help_panel="Sales")(plans)
     app.command("import-sales", rich_help_panel="Sales")(import_sales)
 
 
+@sales_app.callback()
 def sales(
+    ctx: typer.Context,
     customer: Customer = None,
     csv_file: Annotated[
         Path | None,
@@ -70,6 +79,8 @@ def sales(
     json_output: Json = False,
 ) -> None:
     """The complete sales view: every payment Stripe took, tied to its funnel purchase, with installments."""
+    if ctx.invoked_subcommand is not None:
+        return
     from handlers.sales_view import load_sales_view
 
     email = customer_email(customer)
@@ -93,6 +104,27 @@ def sales(
         )
         for total in sales_totals(rows):
             output.line(total)
+
+
+@sales_app.command("rebuild")
+def rebuild(json_output: Json = False) -> None:
+    """Rebuild the dashboard's copy of the sales view (the sales_rows table) from every stored fact.
+
+    Needed once after the migration that adds it; customer refreshes keep it current from then on.
+    """
+    import time
+
+    from handlers.sales_rows import rebuild_sales_rows
+
+    boot()
+    started = time.monotonic()
+    with database().session() as session:
+        rows = rebuild_sales_rows(session)
+    seconds = round(time.monotonic() - started, 3)
+    if output.json_mode():
+        output.emit({"rows": rows, "seconds": seconds})
+    else:
+        output.line(f"rebuilt sales_rows: {rows} row(s) in {seconds:.1f}s")
 
 
 def _sales_table_row(row) -> dict[str, Any]:
