@@ -122,7 +122,9 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
+def make_engine(url: str, *, sqlite_synchronous: str = "FULL", reader: bool = False) -> Engine:
+    """`reader`: an engine for read-only pages; on SQLite its transactions take no write lock (WAL
+    lets them read beside the writer), where every other transaction begins IMMEDIATE."""
     url = normalise_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
@@ -155,7 +157,7 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
         # Straight on the driver: every event's transaction starts here, and SQLAlchemy's execution
         # layer costs several times what BEGIN does. Errors reach callers as SQLAlchemy raises them.
         try:
-            conn.connection.driver_connection.execute("BEGIN IMMEDIATE")
+            conn.connection.driver_connection.execute("BEGIN" if reader else "BEGIN IMMEDIATE")
         except sqlite3.Error as error:
             raise DBAPIError.instance("BEGIN IMMEDIATE", (), error, sqlite3.Error) from error
 
@@ -173,6 +175,8 @@ class Database:
         # processes (the receiver, more workers) still queue in SQLite, bounded by busy_timeout.
         file_backed = self.dialect == "sqlite" and self.engine.url.database not in (None, "", ":memory:")
         self._turns = threading.RLock() if file_backed else None
+        self._url, self._synchronous = url, sqlite_synchronous
+        self._reader: Engine | None = None
 
     @property
     def dialect(self) -> str:
@@ -188,6 +192,20 @@ class Database:
             except BaseException:
                 session.rollback()
                 raise
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A read-only unit of work for dashboard pages: rolled back at the end, and on SQLite it never
+        waits for (or holds) the write lock the receiver and workers take turns on."""
+        if self.dialect != "sqlite" or self._turns is None:
+            engine = self.engine
+        else:
+            if self._reader is None:
+                self._reader = make_engine(self._url, sqlite_synchronous=self._synchronous, reader=True)
+            engine = self._reader
+        # Closing (not rolling back) ends the transaction and keeps what was read usable afterwards.
+        with Session(engine, expire_on_commit=False) as session:
+            yield session
 
     @contextmanager
     def _turn(self) -> Iterator[None]:
@@ -214,6 +232,8 @@ class Database:
         SQLModel.metadata.create_all(self.engine)
 
     def dispose(self) -> None:
+        if self._reader is not None:
+            self._reader.dispose()
         self.engine.dispose()
 
 

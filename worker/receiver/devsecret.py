@@ -13,7 +13,12 @@ DEV_SECRET_FILE = Path("var/dev-webhook-secret")
 
 
 def dev_webhook_secret(path: Path = DEV_SECRET_FILE) -> str:
-    """A local signing secret for DEV_MODE, made once and kept readable by the owner only.
+    """A local signing secret for DEV_MODE, made once and kept readable by the owner only."""
+    return generated_secret(path, lambda: "whsec_dev" + secrets.token_hex(24))
+
+
+def generated_secret(path: Path, make) -> str:
+    """The secret kept in `path`, made by `make()` the first time.
 
     The file is 0600 and a folder made for it 0700, whatever the umask; a file others can read is
     tightened when it is read (a log line says so).
@@ -22,7 +27,7 @@ def dev_webhook_secret(path: Path = DEV_SECRET_FILE) -> str:
         tighten_existing(path)
         return path.read_text().strip()
     make_private_dirs(path.parent)
-    value = "whsec_dev" + secrets.token_hex(24)
+    value = make()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
     with os.fdopen(fd, "w") as handle:
         os.fchmod(fd, PRIVATE_FILE_MODE)  # open()'s mode is cut by the umask

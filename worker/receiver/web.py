@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from handlers.funnel import FunnelPayloadError
 from models import Database
@@ -124,6 +124,7 @@ def create_app(
     queue_depths: metrics.QueueDepths | None = None,
     enqueue_many=None,
     metrics_token: str | None = None,
+    dashboard: Starlette | None = None,
 ) -> _StripeFastPath:
     """The receiver. Refuses to exist without at least one webhook secret: verification is never off.
 
@@ -135,6 +136,7 @@ def create_app(
     delay them.
     `/metrics` shows queue depths (and `redis_up`) only when `queue_depths` is given, and asks for
     `metrics_token` as a bearer token when one is set (its figures reveal sales volume).
+    `dashboard`, when given, is served under /app/ (worker.dashboard: staff pages behind sign-in).
 
     """
     if not secrets:
@@ -254,6 +256,7 @@ def create_app(
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_page, methods=["GET"]),
+            *([Mount("/app", app=dashboard)] if dashboard is not None else []),
         ]
     )
     app.state.event_writer = writer
@@ -263,6 +266,7 @@ def create_app(
 def app_from_settings() -> _StripeFastPath:
     """The production app: settings, database and the Redis broker of this process."""
     from worker import runtime
+    from worker.dashboard.app import config_from_settings, create_dashboard
     from worker.jobs import actors
     from worker.receiver.devsecret import webhook_secrets
     from worker.settings import get_settings
@@ -287,4 +291,5 @@ def app_from_settings() -> _StripeFastPath:
         funnel_token=settings.funnel_webhook_token.get_secret_value()
         if settings.funnel_webhook_token
         else None,
+        dashboard=create_dashboard(db, config_from_settings(settings)),
     )

@@ -19,7 +19,7 @@ import typer
 from typer._click.exceptions import ClickException, UsageError
 from typer.core import TyperGroup
 
-from worker.ops.cli import events, output, processes, reconcile, records, sales
+from worker.ops.cli import events, output, processes, reconcile, records, sales, users
 from worker.ops.cli.errors import CliError, ExitCode, describe, first_line, scrub
 from worker.ops.cli.options import Json
 
@@ -84,6 +84,7 @@ events.register(app)
 sales.register(app)
 reconcile.register(app)
 records.register(app)
+users.register(app)
 
 
 def program_name() -> str:
