@@ -222,7 +222,9 @@ def test_actions_are_in_the_audit_log(db):
     client = make_client(db)
     sign_in(client, "admin@example.com", "a wrong password here")
     sign_in(client, "admin@example.com")
-    client.post("/app/customers/aiko@example.jp/notes", data={"text": "refund promised", "csrf_token": token(client)})
+    client.post(
+        "/app/customers/aiko@example.jp/notes", data={"text": "refund promised", "csrf_token": token(client)}
+    )
     client.post("/app/sign-out", data={"csrf_token": token(client)})
     with db.session() as session:
         entries = session.execute(select(AuditEntry).order_by(AuditEntry.id)).scalars().all()

@@ -78,9 +78,7 @@ def audit(
     detail: str | None = None,
     address: str | None = None,
 ) -> None:
-    session.add(
-        AuditEntry(actor=actor, action=action, target=target, detail=detail, client_address=address)
-    )
+    session.add(AuditEntry(actor=actor, action=action, target=target, detail=detail, client_address=address))
 
 
 def add_user(db: Database, email: str, role: str, password: str, *, actor: str) -> StaffUser:
@@ -144,7 +142,9 @@ def disable_user(db: Database, email: str, *, actor: str) -> StaffUser:
 
 
 def enable_user(db: Database, email: str, *, actor: str) -> StaffUser:
-    return _change(db, email, actor, "user_enable", None, disabled=False, failed_sign_ins=0, locked_until=None)
+    return _change(
+        db, email, actor, "user_enable", None, disabled=False, failed_sign_ins=0, locked_until=None
+    )
 
 
 def set_role(db: Database, email: str, role: str, *, actor: str) -> StaffUser:

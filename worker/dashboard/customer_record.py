@@ -117,8 +117,14 @@ def refund_checks(
         checks.append(Check("check_dispute", "ok", "no_dispute"))
     elif dispute.status in OPEN_DISPUTE_STATUSES:
         key = "dispute_open_refundable" if dispute.is_charge_refundable else "dispute_open"
-        checks.append(Check("check_dispute", "warn" if dispute.is_charge_refundable else "stop", key,
-                            {"status": dispute.status}))
+        checks.append(
+            Check(
+                "check_dispute",
+                "warn" if dispute.is_charge_refundable else "stop",
+                key,
+                {"status": dispute.status},
+            )
+        )
     else:
         checks.append(Check("check_dispute", "ok", "dispute_closed", {"status": dispute.status}))
     return checks
@@ -135,12 +141,18 @@ def load_record(session, email: str, window: timedelta) -> CustomerRecord:
             select(CustomerStripeId.stripe_customer_id).where(CustomerStripeId.email == email)
         ).scalars()
     )
-    notes = session.execute(
-        select(CustomerNote).where(CustomerNote.email == email).order_by(CustomerNote.created_at)
-    ).scalars().all()
-    alerts = session.execute(
-        select(Alert).where(Alert.customer_email == email).order_by(Alert.created_at)
-    ).scalars().all()
+    notes = (
+        session.execute(
+            select(CustomerNote).where(CustomerNote.email == email).order_by(CustomerNote.created_at)
+        )
+        .scalars()
+        .all()
+    )
+    alerts = (
+        session.execute(select(Alert).where(Alert.customer_email == email).order_by(Alert.created_at))
+        .scalars()
+        .all()
+    )
 
     live_of = {c.id: c.livemode for c in facts.charges}
     account_of = {c.id: c.account for c in facts.charges}
@@ -149,7 +161,7 @@ def load_record(session, email: str, window: timedelta) -> CustomerRecord:
     note_of_refund = {n.refund_id: n for n in notes if n.refund_id}
 
     timeline: list[TimelineEntry] = []
-    for part, part_rows in parts:
+    for _, part_rows in parts:
         for row in part_rows:
             live = live_of.get(row.charge_id or "", live_default)
             account = account_of.get(row.charge_id or "", "")
@@ -224,8 +236,13 @@ def load_record(session, email: str, window: timedelta) -> CustomerRecord:
         )
     for alert in alerts:
         timeline.append(
-            TimelineEntry(at=alert.created_at, kind="alert", title=alert.message, status=alert.status,
-                          detail=f"{alert.kind} #{alert.id}")
+            TimelineEntry(
+                at=alert.created_at,
+                kind="alert",
+                title=alert.message,
+                status=alert.status,
+                detail=f"{alert.kind} #{alert.id}",
+            )
         )
     for note in notes:
         if note.kind == "refund" and note.refund_id:
@@ -234,13 +251,20 @@ def load_record(session, email: str, window: timedelta) -> CustomerRecord:
     for plan in plans:
         if plan.canceled_at is not None:
             timeline.append(
-                TimelineEntry(at=plan.canceled_at, kind="plan", title=plan.product or plan.subscription_id,
-                              status=plan.status, detail=plan.subscription_id)
+                TimelineEntry(
+                    at=plan.canceled_at,
+                    kind="plan",
+                    title=plan.product or plan.subscription_id,
+                    status=plan.status,
+                    detail=plan.subscription_id,
+                )
             )
     timeline.sort(key=lambda e: (e.at is None, e.at or EARLIEST))
     return CustomerRecord(
         email=email,
-        name=customer.name if customer else next((p.customer_name for p in facts.purchases if p.customer_name), None),
+        name=customer.name
+        if customer
+        else next((p.customer_name for p in facts.purchases if p.customer_name), None),
         stripe_customer_ids=stripe_ids,
         timeline=timeline,
         plans=plans,

@@ -20,7 +20,10 @@ _TEXT: dict[str, tuple[str, str]] = {
         "Too many failed sign-ins. Try again in {minutes} minutes, or ask an admin.",
         "サインインの失敗が多すぎます。{minutes}分後に再度お試しいただくか、管理者にご連絡ください。",
     ),
-    "session_expired": ("Your session ended. Please sign in again.", "セッションが終了しました。再度サインインしてください。"),
+    "session_expired": (
+        "Your session ended. Please sign in again.",
+        "セッションが終了しました。再度サインインしてください。",
+    ),
     "overview": ("Overview", "概要"),
     "sales": ("Sales", "売上"),
     "customers": ("Customers", "顧客"),
@@ -61,7 +64,10 @@ _TEXT: dict[str, tuple[str, str]] = {
     "no_failing_events": ("No failing events.", "失敗しているイベントはありません。"),
     "last_run": ("Last nightly run", "直近の夜間照合"),
     "no_runs": ("The nightly run has not run yet.", "夜間照合はまだ実行されていません。"),
-    "run_found": ("Found {count} payments whose webhooks never arrived", "Webhookが届かなかった支払いを{count}件発見"),
+    "run_found": (
+        "Found {count} payments whose webhooks never arrived",
+        "Webhookが届かなかった支払いを{count}件発見",
+    ),
     "webhook_freshness": ("Webhook freshness", "Webhookの受信状況"),
     "newest_event": ("Newest event received {age} ago", "最新のイベントは{age}前に受信"),
     "no_events_yet": ("No webhook has arrived yet.", "Webhookはまだ届いていません。"),
@@ -109,10 +115,14 @@ _TEXT: dict[str, tuple[str, str]] = {
     ),
     "dup_no": ("No other purchase of this product.", "同じ商品の他の購入はありません。"),
     "access_risk": (
-        "Refunding may make the membership site revoke access the customer still paid for ({other}): re-grant it after refunding.",
+        "Refunding may make the membership site revoke access the customer still paid for ({other}):"
+        " re-grant it after refunding.",
         "返金すると、会員サイトが支払い済みのアクセス（{other}）まで停止する場合があります。返金後にアクセスを再付与してください。",
     ),
-    "access_ok": ("No paid access depends on another purchase of it.", "他の購入に依存するアクセスはありません。"),
+    "access_ok": (
+        "No paid access depends on another purchase of it.",
+        "他の購入に依存するアクセスはありません。",
+    ),
     "installment_note": (
         "This is {label}. Refunding it does not cancel the plan: later installments are still charged.",
         "これは{label}です。返金しても分割払いは停止されず、以降の支払いは続きます。",
@@ -193,7 +203,10 @@ _TEXT: dict[str, tuple[str, str]] = {
     # errors
     "forbidden": ("Your role does not allow this.", "この操作を行う権限がありません。"),
     "not_found": ("Not found.", "見つかりません。"),
-    "csrf_failed": ("The form expired. Go back, reload and try again.", "フォームの有効期限が切れました。再読み込みしてやり直してください。"),
+    "csrf_failed": (
+        "The form expired. Go back, reload and try again.",
+        "フォームの有効期限が切れました。再読み込みしてやり直してください。",
+    ),
 }
 
 

@@ -125,16 +125,19 @@ def safe_next(target: str | None) -> str:
 
 
 def wants_json(request: Request) -> bool:
-    return request.url.path.startswith("/app/api/") or "application/json" in request.headers.get(
-        "accept", ""
-    ).split(",")[0]
+    return (
+        request.url.path.startswith("/app/api/")
+        or "application/json" in request.headers.get("accept", "").split(",")[0]
+    )
 
 
 def language_of(request: Request, user: StaffUser | None) -> str:
     return choose_language(user.language if user else None, request.headers.get("accept-language"))
 
 
-def render(request: Request, template: str, user: StaffUser | None, status_code: int = 200, **context) -> Response:
+def render(
+    request: Request, template: str, user: StaffUser | None, status_code: int = 200, **context
+) -> Response:
     config = config_of(request)
     language = language_of(request, user)
     tz = config.timezone

@@ -42,7 +42,13 @@ async def sign_in_submit(request: Request) -> Response:
     password = form.get("password") if isinstance(form.get("password"), str) else ""
     target = safe_next(text_field(form, "next", 2000))
     result = await run_in_threadpool(
-        accounts.sign_in, db_of(request), email, password, client_address(request), config.policy, config.now()
+        accounts.sign_in,
+        db_of(request),
+        email,
+        password,
+        client_address(request),
+        config.policy,
+        config.now(),
     )
     if result.user is None:
         error = "sign_in_wrong" if result.refusal == "wrong" else "sign_in_locked"

@@ -33,9 +33,11 @@ def find_customers(session, query: str) -> list[tuple[str, str | None]]:
         return []
     emails: set[str] = set()
     if query.startswith(("ch_", "py_", "pi_")):
-        charges = session.execute(
-            select(Charge.id).where(or_(Charge.id == query, Charge.payment_intent == query))
-        ).scalars().all()
+        charges = (
+            session.execute(select(Charge.id).where(or_(Charge.id == query, Charge.payment_intent == query)))
+            .scalars()
+            .all()
+        )
         emails |= emails_for_charges(session, [query, *charges])
         emails |= set(
             session.execute(
@@ -50,7 +52,9 @@ def find_customers(session, query: str) -> list[tuple[str, str | None]]:
                 select(CustomerStripeId.email).where(CustomerStripeId.stripe_customer_id == query)
             ).scalars()
         )
-        emails |= set(session.execute(select(Charge.customer_email).where(Charge.customer == query)).scalars())
+        emails |= set(
+            session.execute(select(Charge.customer_email).where(Charge.customer == query)).scalars()
+        )
     emails |= set(
         session.execute(
             select(FunnelPurchase.customer_email).where(
@@ -61,7 +65,12 @@ def find_customers(session, query: str) -> list[tuple[str, str | None]]:
     pattern = _like(query)
     by_text = session.execute(
         select(Customer.email)
-        .where(or_(Customer.email.like(pattern, escape="\\"), func.lower(Customer.name).like(pattern, escape="\\")))
+        .where(
+            or_(
+                Customer.email.like(pattern, escape="\\"),
+                func.lower(Customer.name).like(pattern, escape="\\"),
+            )
+        )
         .order_by(Customer.email)
         .limit(MAX_RESULTS)
     ).scalars()
@@ -75,7 +84,9 @@ def find_customers(session, query: str) -> list[tuple[str, str | None]]:
     )
     emails.discard(None)
     found = sorted(emails)[:MAX_RESULTS]
-    names = dict(session.execute(select(Customer.email, Customer.name).where(Customer.email.in_(found))).all())
+    names = dict(
+        session.execute(select(Customer.email, Customer.name).where(Customer.email.in_(found))).all()
+    )
     return [(email, names.get(email)) for email in found]
 
 

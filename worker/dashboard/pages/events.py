@@ -18,7 +18,12 @@ from worker.ops.logs import redact
 
 STATUSES = tuple(status.value for status in EventStatus)
 PAGE_SIZE = 100
-SINCE = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7), "30d": timedelta(days=30)}
+SINCE = {
+    "1h": timedelta(hours=1),
+    "24h": timedelta(days=1),
+    "7d": timedelta(days=7),
+    "30d": timedelta(days=30),
+}
 
 
 @page("admin")
@@ -53,7 +58,9 @@ def event_list(request: Request, user) -> Response:
 
 def _the_event(request: Request) -> Event | None:
     account = request.query_params.get("account", "")
-    rows = [e for e in find_by_id(db_of(request), request.path_params["event_id"][:255]) if e.account == account]
+    rows = [
+        e for e in find_by_id(db_of(request), request.path_params["event_id"][:255]) if e.account == account
+    ]
     if not rows and not account:
         rows = find_by_id(db_of(request), request.path_params["event_id"][:255])
     return rows[0] if rows else None
@@ -106,7 +113,8 @@ def replay(request: Request, user, form) -> Response:
             user.email,
             "replay",
             f"event:{event.id}",
-            f"{result.status_before} -> {result.status_after}" + (f": {result.error}" if result.error else ""),
+            f"{result.status_before} -> {result.status_after}"
+            + (f": {result.error}" if result.error else ""),
             client_address(request),
         )
     return render(request, "replay_result.html", user, active="events", event=event, result=result)
@@ -115,7 +123,11 @@ def replay(request: Request, user, form) -> Response:
 @page("admin")
 def runs(request: Request, user) -> Response:
     with db_of(request).reading() as session:
-        rows = session.execute(select(ReconcileRun).order_by(ReconcileRun.started_at.desc()).limit(30)).scalars().all()
+        rows = (
+            session.execute(select(ReconcileRun).order_by(ReconcileRun.started_at.desc()).limit(30))
+            .scalars()
+            .all()
+        )
     shown = []
     for run in rows:
         try:

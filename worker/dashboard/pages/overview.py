@@ -31,7 +31,10 @@ def read_overview(request: Request) -> dict:
     next_month = (month + timedelta(days=32)).replace(day=1)
     with db_of(request).reading() as session:
         alerts_by_kind = session.execute(
-            select(Alert.kind, func.count()).where(Alert.status == "open").group_by(Alert.kind).order_by(Alert.kind)
+            select(Alert.kind, func.count())
+            .where(Alert.status == "open")
+            .group_by(Alert.kind)
+            .order_by(Alert.kind)
         ).all()
         failing_counts = dict(
             session.execute(
@@ -39,7 +42,15 @@ def read_overview(request: Request) -> dict:
             ).all()
         )
         failing = session.execute(
-            select(Event.id, Event.account, Event.type, Event.status, Event.attempts, Event.last_error, Event.received_at)
+            select(
+                Event.id,
+                Event.account,
+                Event.type,
+                Event.status,
+                Event.attempts,
+                Event.last_error,
+                Event.received_at,
+            )
             .where(Event.status.in_(FAILING))
             .order_by(Event.received_at.desc())
             .limit(10)
@@ -74,9 +85,7 @@ def overview(request: Request, user) -> Response:
 
 
 def _totals_json(rows) -> list[dict]:
-    return [
-        {"currency": r.currency, "gross": r.gross, "refunded": r.refunded, "net": r.net} for r in rows
-    ]
+    return [{"currency": r.currency, "gross": r.gross, "refunded": r.refunded, "net": r.net} for r in rows]
 
 
 @page("viewer")

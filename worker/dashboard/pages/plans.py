@@ -17,7 +17,9 @@ def plans(request: Request, user) -> Response:
         status = None
     with db_of(request).reading() as session:
         rows = load_plans(session, status=status)  # past_due first, then unpaid, active, ended
-    return render(request, "plans.html", user, active="plans", plans=rows, status=status, statuses=PLAN_STATUSES)
+    return render(
+        request, "plans.html", user, active="plans", plans=rows, status=status, statuses=PLAN_STATUSES
+    )
 
 
 routes = [Route("/plans", plans, methods=["GET"])]

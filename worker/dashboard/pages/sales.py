@@ -63,7 +63,9 @@ def sales(request: Request, user) -> Response:
     chosen = sales_filter(request)
     tz = config_of(request).timezone
     with db_of(request).reading() as session:
-        result = sales_query.query_sales(session, chosen, page=_page_number(request), per_page=PER_PAGE, tz=tz)
+        result = sales_query.query_sales(
+            session, chosen, page=_page_number(request), per_page=PER_PAGE, tz=tz
+        )
     query = {k: v for k, v in request.query_params.items() if k != "page" and v}
     return render(
         request,
@@ -93,9 +95,7 @@ def sales_csv(request: Request, user) -> Response:
         with db.reading() as session:
             for count, row in enumerate(sales_query.iter_sales_for_export(session, chosen, tz), start=1):
                 values = [value_of(row, name) for name in COLUMNS]
-                writer.writerow(
-                    [spreadsheet_cell(iso(v) if hasattr(v, "astimezone") else v) for v in values]
-                )
+                writer.writerow([spreadsheet_cell(iso(v) if hasattr(v, "astimezone") else v) for v in values])
                 if count % 500 == 0:
                     yield buffer.getvalue()
                     buffer.seek(0)

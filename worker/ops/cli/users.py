@@ -166,7 +166,9 @@ def users_enable(email: Email, json_output: Json = False) -> None:
 
 
 @users_app.command("role")
-def users_role(email: Email, role: Annotated[Role, typer.Argument(metavar="ROLE")], json_output: Json = False):
+def users_role(
+    email: Email, role: Annotated[Role, typer.Argument(metavar="ROLE")], json_output: Json = False
+):
     """Change an account's role (viewer, staff or admin)."""
     from worker.dashboard import accounts
 
