@@ -132,7 +132,8 @@ def browser_database_url(root: Path) -> str:
 
 
 def _story():
-    """The demo's month plus a dispute and the charge whose handler will find Stripe down."""
+    """The demo's month plus a dispute; and, for after the nightly run, a charge (with its customer)
+    and the event whose handler will find Stripe down."""
     from worker.ops import demo_data
 
     scenario = demo_data.build()
@@ -183,7 +184,6 @@ def _story():
         "created": created,
         "livemode": False,
     }
-    scenario.objects += [customer, charge]
     dead = {
         "id": DEAD_EVENT,
         "object": "event",
@@ -194,7 +194,7 @@ def _story():
         "type": "charge.succeeded",
         "data": {"object": copy.deepcopy(charge)},
     }
-    return scenario, dead
+    return scenario, [customer, charge], dead
 
 
 @dataclass(frozen=True)
@@ -224,7 +224,7 @@ class DashboardStack:
     def start(self) -> DashboardStack:
         from stripe_standin import StandinServer, Store
 
-        scenario, dead = _story()
+        scenario, later, dead = _story()
         store = Store()
         store.add_many(scenario.objects)
         self.standin = StandinServer(store, api_key=self.api_key).start()
@@ -251,7 +251,7 @@ class DashboardStack:
         self.stack.start_redis()
         self.stack.start_web()
         self.stack.start_worker()
-        self._seed(scenario, dead)
+        self._seed(scenario, later, dead)
         self._add_users()
         return self
 
@@ -266,25 +266,30 @@ class DashboardStack:
 
     # --- seeding through the real receiver, worker and nightly run ----------------------------------
 
-    def _seed(self, scenario, dead: dict[str, Any]) -> None:
+    def _seed(self, scenario, later: list[dict[str, Any]], dead: dict[str, Any]) -> None:
         stack = self.stack
         assert stack is not None and self.standin is not None
-        # Stripe is down for this one customer while the worker handles the charge: its event dies.
-        self.standin.faults.add(kind="unavailable", path="/v1/customers/cus_demo_noor", count=1000)
         for purchase in scenario.funnel_webhooks:
             answer = stack.http.post(f"/webhooks/funnel/{self.funnel_token}", json=purchase)
             assert answer.status_code == 200, answer.text
-        for document in [*scenario.events, dead]:
+        for document in scenario.events:
             answer = stack.post_event(document)
             assert answer.status_code == 200, answer.text
         self._wait_settled()
-        stack.wait_for_events([dead["id"]], statuses=("dead",))
-        self.standin.faults.clear()
 
         nightly = stack.cli("reconcile")
         assert nightly.returncode in (0, 1), f"the nightly run failed:\n{nightly}"
         assert "ch_demo_plan3" in nightly.stdout, f"the nightly run did not find ch_demo_plan3:\n{nightly}"
         self._wait_settled()
+
+        # After the nightly run (which would otherwise find its charge): a sale whose handler meets
+        # Stripe answering 503 for its customer on every attempt, so its event ends dead.
+        self.standin.store.add_many(later)
+        self.standin.faults.add(kind="unavailable", path="/v1/customers/cus_demo_noor", count=1000)
+        answer = stack.post_event(dead)
+        assert answer.status_code == 200, answer.text
+        stack.wait_for_events([dead["id"]], statuses=("dead",))
+        self.standin.faults.clear()
 
     def _wait_settled(self) -> None:
         stack = self.stack

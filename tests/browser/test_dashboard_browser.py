@@ -201,6 +201,11 @@ def test_a_viewer_sees_no_acknowledge_button_and_a_forced_post_is_refused(dashbo
     )
     assert status == 403
     assert _alert_status(dashboard, alert_id) == "open"
+    # The token was good (the refusal was the role's): the same session's sign-out form is accepted.
+    sign_out = browser.find_element(By.ID, "sign-out-form")
+    assert sign_out.find_element(By.NAME, "csrf_token").get_attribute("value") == token
+    submit_and_wait(browser, sign_out.find_element(By.CSS_SELECTOR, "button, input[type='submit']"))
+    assert _path(browser) == "/app/sign-in"
 
 
 # --- events (admin) --------------------------------------------------------------------------------------
@@ -216,7 +221,7 @@ def test_an_admin_replays_a_dead_event_and_sees_it_done(dashboard, accounts, bro
     browser.get(dashboard.url("/app/events?status=dead"))
     row = browser.find_element(By.CSS_SELECTOR, f"tr.event-row[data-event-id='{event_id}']")
     assert row.get_attribute("data-status") == "dead"
-    submit_and_wait(browser, row.find_element(By.CSS_SELECTOR, f"a[href$='/app/events/{event_id}']"))
+    submit_and_wait(browser, row.find_element(By.CSS_SELECTOR, f"a[href*='/app/events/{event_id}']"))
 
     assert _path(browser) == f"/app/events/{event_id}"
     assert _text(browser.find_element(By.ID, "event-status")) == "dead"
@@ -231,6 +236,10 @@ def test_an_admin_replays_a_dead_event_and_sees_it_done(dashboard, accounts, bro
     assert _text(browser.find_element(By.ID, "status-before")) == "dead"
     assert _text(browser.find_element(By.ID, "status-after")) == "done"
     assert dashboard.query("SELECT status FROM events WHERE id = ?", (event_id,))[0]["status"] == "done"
+    # The replay is in the audit log, under the admin's name.
+    browser.get(dashboard.url("/app/audit"))
+    entries = [_text(row) for row in browser.find_elements(By.CSS_SELECTOR, "table tr")]
+    assert any(event_id in row and accounts["admin"].email in row for row in entries), entries
 
 
 # --- language and money ----------------------------------------------------------------------------------
