@@ -4,7 +4,9 @@
 
 Starts the stack of tests/browser/stack.py on 127.0.0.1 (the Stripe stand-in, redis-server, the web
 process and a worker, seeded with the demo's month), signs in as an admin in Debian's headless chromium
-(scripts/browser.sh installs it) and saves a 1280x800 PNG of each page. Everything it starts is stopped
+(scripts/browser.sh installs it) and saves a 1280x800 PNG of each page: sign-in, overview, sales, two
+customers (the plan's installments; the duplicate purchase's refund note and alert), plans, alerts,
+events, the dead event's detail, the nightly runs and the audit log. Everything it starts is stopped
 before it exits; nothing is left behind but the PNGs.
 """
 
@@ -34,6 +36,7 @@ def _pages(stack) -> list[tuple[str, str]]:
         ("alerts", stack.url("/app/alerts")),
         ("events", stack.url("/app/events")),
         ("event-detail", stack.url(f"/app/events/{stack.dead_event}")),
+        ("runs", stack.url("/app/runs")),
         ("audit", stack.url("/app/audit")),
     ]
 
