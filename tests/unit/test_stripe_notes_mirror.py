@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from urllib.parse import parse_qsl
 
@@ -421,7 +421,7 @@ def test_a_history_that_becomes_empty_deletes_our_key_only(db, settings):
     assert fake.metadata["cus_QmV7dK2Lk9RKHg"] == {"crm_id": "8812"}
 
 
-@respx.mock(assert_all_mocked=True)
+@respx.mock
 def test_off_by_default_the_clock_sends_nothing(db):
     sale(db, 1, customer="cus_QmV7dK2Lk9RKHg")
     route = respx.post(url__startswith=BASE).mock(return_value=httpx.Response(500))
@@ -452,3 +452,55 @@ def test_without_a_stripe_key_the_job_says_so_and_records_nothing(db, settings):
     finally:
         runtime.stripe_client = original
     assert mirror_row(db, "cus_QmV7dK2Lk9RKHg") is None
+
+
+@respx.mock
+def test_with_the_setting_on_the_clock_itself_writes_the_history(db, settings):
+    sale(db, 1, customer="cus_QmV7dK2Lk9RKHg")
+    fake = FakeStripe({"cus_QmV7dK2Lk9RKHg": {}})
+    route = mock_stripe(fake)
+    stop = threading.Event()
+    timer = threading.Timer(0.8, stop.set)
+    timer.start()
+    with_client = settings.model_copy()
+    from worker import runtime
+
+    original = runtime.stripe_client
+    runtime.stripe_client = lambda: make_client(with_client)
+    try:
+        clock.run_forever([], stop, tick_seconds=0.05, database=db, settings=with_client)
+    finally:
+        runtime.stripe_client = original
+    assert route.call_count == 1 and "refund_history" in fake.metadata["cus_QmV7dK2Lk9RKHg"]
+
+
+@respx.mock
+def test_a_note_committed_late_by_a_slow_transaction_is_still_mirrored(db, settings):
+    refund_id = sale(db, 1, customer="cus_QmV7dK2Lk9RKHg")
+    fake = FakeStripe({"cus_QmV7dK2Lk9RKHg": {}})
+    mock_stripe(fake)
+    run(settings, db)
+    mirrored_at = mirror_row(db, "cus_QmV7dK2Lk9RKHg").mirrored_at
+    with db.session() as session:  # stamped before that run looked, committed only after it
+        session.connection().execute(
+            update(CustomerNote.__table__)
+            .where(CustomerNote.__table__.c.key == f"refund:{refund_id}")
+            .values(status="failed", updated_at=mirrored_at - timedelta(minutes=3))
+        )
+
+    assert run(settings, db)["written"] == 1
+    assert fake.metadata["cus_QmV7dK2Lk9RKHg"]["refund_history"].endswith("19,800 JPY failed")
+
+
+@respx.mock
+def test_each_run_is_bounded_and_the_rest_wait_for_the_next(db, settings):
+    ids = ["cus_QmA0000000000A", "cus_QmB0000000000B", "cus_QmC0000000000C"]
+    for n, cus in enumerate(ids):
+        sale(db, n, customer=cus, email=f"buyer{n}@example.com")
+    fake = FakeStripe({cus: {} for cus in ids})
+    route = mock_stripe(fake)
+    reader = _reader(settings)
+
+    assert mirror.mirror_changed_customers(db, reader, limit=2)["written"] == 2
+    assert mirror.mirror_changed_customers(db, reader, limit=2)["written"] == 1
+    assert route.call_count == 3 and all("refund_history" in keys for keys in fake.metadata.values())

@@ -136,15 +136,19 @@ NOTES_MIRROR_JOB = "mirror notes to stripe"
 NOTES_MIRROR_INTERVAL_SECONDS = 60.0
 
 
-def optional_jobs(settings: Settings) -> list[Job]:
+def optional_jobs(settings: Settings, database: Callable[[], Database] | None = None) -> list[Job]:
     """The jobs only a setting turns on: today the refund-history mirror (MIRROR_NOTES_TO_STRIPE).
 
     `run_forever` adds them to the jobs it is given, so `python -m worker clock` runs them without its
-    list naming them.
+    list naming them. `database` (default: the process's own) is the one they work on.
     """
     if not settings.mirror_notes_to_stripe:
         return []
-    return [Job(NOTES_MIRROR_JOB, NOTES_MIRROR_INTERVAL_SECONDS, lambda: mirror_notes_once(settings))]
+
+    def mirror() -> object:
+        return mirror_notes_once(settings, database() if database else None)
+
+    return [Job(NOTES_MIRROR_JOB, NOTES_MIRROR_INTERVAL_SECONDS, mirror)]
 
 
 def mirror_notes_once(settings: Settings, database: Database | None = None, client=None) -> object:
@@ -372,12 +376,6 @@ def run_forever(
     own timing). The jobs `settings` (default: the process's own) turn on are added (`optional_jobs`).
     """
     stop = stop or threading.Event()
-    if settings is None:
-        from worker.settings import get_settings
-
-        settings = get_settings()
-    named = {job.name for job in jobs}
-    jobs = [*jobs, *(job for job in optional_jobs(settings) if job.name not in named)]
     restore_signals = _handle_stop_signals(stop)
     apscheduler_log = logging.getLogger("apscheduler")
     if apscheduler_log.level == logging.NOTSET:
@@ -392,6 +390,12 @@ def run_forever(
 
         return runtime.database()
 
+    if settings is None:
+        from worker.settings import get_settings
+
+        settings = get_settings()
+    named = {job.name for job in jobs}
+    jobs = [*jobs, *(job for job in optional_jobs(settings, the_database) if job.name not in named)]
     executor = _ThreadPerRun()
     scheduler = BackgroundScheduler(
         executors={"default": executor},
