@@ -3,9 +3,12 @@
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
+import httpx
 import pytest
 
 pytestmark = [
@@ -18,20 +21,44 @@ pytestmark = [
 ]
 
 
+def _read_until(process: subprocess.Popen, marker: str, timeout: float) -> str:
+    """The demo's output up to and including the line holding `marker` (the demo then keeps serving)."""
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if marker in line:
+            return "".join(lines)
+    process.kill()
+    raise AssertionError(f"the demo never printed {marker!r}; it printed:\n{''.join(lines)[-3000:]}")
+
+
 def test_the_demo_shows_all_installments_the_refund_notes_and_exactly_one_access_alert(tmp_path):
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "DATABASE_", "BROKER", "REDIS_"))
     }
-    result = subprocess.run(
+    process = subprocess.Popen(
         [sys.executable, "-m", "worker", "demo"],
         cwd=tmp_path,
-        env={**env, "PYTHONPATH": os.getcwd()},
-        capture_output=True,
+        env={**env, "PYTHONPATH": os.getcwd(), "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
         text=True,
-        timeout=240,
     )
-    out = result.stdout
-    assert result.returncode == 0, result.stderr[-3000:]
+    try:
+        out = _read_until(process, "keeps running until you press Ctrl-C", timeout=240)
+        _check_the_dashboard(out)
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            returncode = process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+    assert returncode == 0
     # The sales view's rows of the plan (the plan's note and the nightly report name it too).
     plan = [
         line
@@ -52,4 +79,33 @@ def test_the_demo_shows_all_installments_the_refund_notes_and_exactly_one_access
     # The purchase they kept, by its charge, or by its payment intent when the refund was processed
     # before that charge's own webhook (the funnel's record of the purchase names the intent).
     assert "paid charge ch_demo_video1" in alert_rows[0] or "paid payment pi_demo_video1" in alert_rows[0]
-    assert "The local alert sink received 1 message(s)" in out
+    # The access alert and the chargeback's alert.
+    assert "The local alert sink received 2 message(s)" in out
+    dispute_rows = [
+        line for line in out.splitlines() if re.search(r"\bdispute\b", line) and "dp_demo" in line
+    ]
+    assert dispute_rows, "the chargeback's alert is listed"
+
+
+def _check_the_dashboard(out: str) -> None:
+    """What the demo prints is enough to sign in and follow the story in a browser."""
+    url = re.search(r"Dashboard: (http://127\.0\.0\.1:\d+/app/)", out).group(1)
+    email, password = re.search(r"Sign in as (\S+) with password (\S+)", out).groups()
+    with httpx.Client(base_url=url.removesuffix("/app/"), timeout=10) as browser:
+        sign_in_page = browser.get("/app/sign-in").text
+        token = re.search(r'name="csrf_token" value="([^"]+)"', sign_in_page).group(1)
+        signed = browser.post(
+            "/app/sign-in", data={"email": email, "password": password, "csrf_token": token, "next": "/app/"}
+        )
+        assert signed.status_code == 303, signed.text[-500:]
+        aiko = browser.get("/app/customers/aiko@example.jp").text
+        assert all(f"installment {k} of 3" in aiko for k in (1, 2, 3))
+        assert "JST" in aiko  # the demo shows times in Asia/Tokyo
+        alerts = browser.get("/app/alerts").text
+        assert (
+            alerts.count('class="alert-row"') == 2
+            and "ch_demo_video2" in alerts
+            and "dp_demo_member2" in alerts
+        )
+        ben = browser.get("/app/customers/ben@example.com").text
+        assert 'data-kind="dispute"' in ben and "needs_response" in ben

@@ -4,7 +4,8 @@ Runs the real receiver, a real redis-server, real Dramatiq worker processes and 
 the local Stripe stand-in in place of Stripe's API and a local Slack-compatible sink for alerts, all on
 127.0.0.1. It posts signed Stripe events and funnel webhooks for the scenario in `worker.ops.demo_data`,
 lets the nightly run find the payment whose webhooks never arrived, then prints the complete sales view,
-the refund notes and the open alerts, and stops everything it started.
+the refund notes and the open alerts. It then leaves the staff dashboard running (a demo admin account
+is printed) until Ctrl-C, and stops everything it started; `--exit` stops at once instead.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -65,7 +67,35 @@ def _section(title: str) -> None:
     print(f"\n=== {title} " + "=" * max(0, 90 - len(title)))
 
 
-def run() -> int:
+DEMO_ADMIN = "demo-admin@example.com"
+
+
+def _serve_until_stopped(base: str, password: str, keep_running: bool) -> None:
+    """Print how to open the dashboard; with `keep_running`, wait for Ctrl-C (or SIGTERM)."""
+    _section("The staff dashboard")
+    if not keep_running:
+        print("(not kept running with --exit: run `make demo` to browse it)")
+        return
+    print(f"Dashboard: {base}/app/")
+    print(f"Sign in as {DEMO_ADMIN} with password {password}")
+    print("Follow the month there, under Customers:")
+    print("  aiko@example.jp   the plan's three installments; the nightly run found the third (Overview)")
+    print("  mika@example.com  the duplicate purchase's refund note; acknowledge its access alert on Alerts")
+    print("  ben@example.com   the chargeback on his second membership payment")
+    print("The demo keeps running until you press Ctrl-C.", flush=True)
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as cleanly as Ctrl-C
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("\nStopping the demo.", flush=True)
+
+
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
+
+
+def run(keep_running: bool = True) -> int:
     try:
         from stripe_standin import StandinServer, Store
     except ImportError:
@@ -101,6 +131,8 @@ def run() -> int:
                 "FUNNEL_WEBHOOK_TOKEN": funnel_token,
                 "ALERT_WEBHOOK_URL": f"http://127.0.0.1:{sink.server_port}/hooks/demo",
                 "LOG_LEVEL": "WARNING",
+                "DISPLAY_TIMEZONE": "Asia/Tokyo",
+                "DASHBOARD_SECRET_KEY": secrets.token_urlsafe(48),
             }
             redis_server = find_redis_server() or install_redis_server()
             processes.append(
@@ -154,7 +186,7 @@ def run() -> int:
             unnamed = [c for c in scenario.undelivered if f"charge {c} " not in nightly.stdout]
             if unnamed:
                 raise SystemExit(f"demo: the nightly run did not name {', '.join(unnamed)}")
-            _wait("the alert to reach the sink", lambda: len(_Sink.received) >= 1, timeout=30)
+            _wait("the alerts to reach the sink", lambda: len(_Sink.received) >= 2, timeout=30)
 
             _section("Complete sales view (python -m worker sales)")
             subprocess.run([*cli, "sales"], env=env, check=True, stderr=log)
@@ -167,6 +199,18 @@ def run() -> int:
             for message in _Sink.received:
                 print("  " + message.get("text", "").splitlines()[0])
             print(f"\nEverything ran on 127.0.0.1; database {DEMO_DIR}/demo.db, process logs {log.name}.")
+
+            password = secrets.token_urlsafe(12)
+            subprocess.run(
+                [*cli, "users", "add", DEMO_ADMIN, "--role", "admin"],
+                env=env,
+                check=True,
+                input=password + "\n",
+                text=True,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+            _serve_until_stopped(base, password, keep_running)
 
     finally:
         for process in reversed(processes):

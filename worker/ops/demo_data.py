@@ -6,6 +6,7 @@
 - Mika buys the same video course twice by mistake, a minute apart, under two Stripe customers (the
   funnel made a new one for the second order); staff refund the second in full.
 - Ken buys a coaching session and gets part of it refunded.
+- Ben's bank disputes his second membership payment as fraudulent (a chargeback awaiting a response).
 """
 
 from __future__ import annotations
@@ -246,7 +247,35 @@ def build(now: int | None = None) -> Scenario:
     s.objects.append(coaching)
     s.event("charge.succeeded", coaching, coaching["created"])
     _refund(s, "ch_demo_coach", "re_demo_partial", 4_000, "usd", now - DAY, "requested_by_customer")
+    _dispute(s, "ch_demo_member2", "dp_demo_member2", now - DAY // 2, due_in_days=7)
     return s
+
+
+def _dispute(s: Scenario, charge_id: str, dispute_id: str, created: int, due_in_days: int) -> None:
+    """A chargeback (not an inquiry): the money is held until the seller answers by `due_by`."""
+    charge = next(o for o in s.objects if o["id"] == charge_id)
+    charge["disputed"] = True
+    dispute = {
+        "id": dispute_id,
+        "object": "dispute",
+        "amount": charge["amount"],
+        "charge": charge_id,
+        "currency": charge["currency"],
+        "payment_intent": charge["payment_intent"],
+        "reason": "fraudulent",
+        "status": "needs_response",
+        "is_charge_refundable": False,
+        "livemode": False,
+        "created": created,
+        "evidence_details": {
+            "due_by": created + due_in_days * DAY,
+            "has_evidence": False,
+            "submission_count": 0,
+        },
+        "metadata": {},
+    }
+    s.objects.append(dispute)
+    s.event("charge.dispute.created", dispute, created)
 
 
 def _refund(

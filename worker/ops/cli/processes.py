@@ -104,12 +104,17 @@ def clock() -> None:
     scheduler.run_forever(jobs)
 
 
-def demo() -> None:
-    """A realistic scenario end to end on 127.0.0.1 (no network, no Stripe account; about 30 s)."""
+def demo(
+    exit_after: Annotated[
+        bool, typer.Option("--exit", help="Stop once the story is printed, instead of serving the dashboard.")
+    ] = False,
+) -> None:
+    """A realistic scenario end to end on 127.0.0.1 (no network, no Stripe account; about 30 s), then
+    the staff dashboard with a demo admin account, until Ctrl-C."""
     from worker.ops import demo as scenario
 
     boot(on_call=False)
-    raise typer.Exit(scenario.run())
+    raise typer.Exit(scenario.run(keep_running=not exit_after))
 
 
 def migrate() -> None:
