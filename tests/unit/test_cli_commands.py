@@ -309,17 +309,19 @@ def test_web_worker_clock_run_and_demo_call_what_they_called(cli_db, monkeypatch
     monkeypatch.setattr(
         devstack, "run", lambda processes, threads: calls.append(("run", processes, threads)) or 0
     )
-    monkeypatch.setattr(demo, "run", lambda: calls.append(("demo",)) or 0)
+    monkeypatch.setattr(demo, "run", lambda keep_running: calls.append(("demo", keep_running)) or 0)
 
     assert run("web", "--host", "127.0.0.2", "--port", "9000").code == 0
     assert run("worker", "--processes", "3").code == 0
     assert run("clock").code == 0
     assert run("run", "--threads", "2").code == 0
     assert run("demo").code == 0
+    assert run("demo", "--exit").code == 0
     assert calls == [
         ("web", "127.0.0.2", 9000),
         ("worker", ["-m", "dramatiq", "worker.jobs.actors", "--processes", "3", "--threads", "4"]),
         ("clock", ["sweep", "reconcile", "deliver alerts"]),
         ("run", None, 2),
-        ("demo",),
+        ("demo", True),  # the dashboard is left running for the newcomer
+        ("demo", False),
     ]

@@ -13,6 +13,7 @@ import pytest
 from sqlmodel import select
 
 from models import Database, Event
+from worker.dashboard.app import dashboard_secret
 from worker.ops.exports import write_sales_csv
 from worker.receiver.devsecret import dev_webhook_secret
 
@@ -131,3 +132,11 @@ def test_a_world_readable_dev_webhook_secret_is_tightened_when_read_and_says_so(
         assert dev_webhook_secret(path) == "whsec_devolder"
     assert oct(mode(path)) == "0o600"
     assert tightened(caplog, path)
+
+
+def test_the_generated_dashboard_session_key_is_0600_in_a_0700_folder(tmp_path, umask):
+    path = tmp_path / "var" / "dashboard-secret"
+    key = dashboard_secret(path)
+    assert len(key) >= 48
+    assert (oct(mode(path)), oct(mode(path.parent))) == ("0o600", "0o700")
+    assert dashboard_secret(path) == key  # every web process of the host signs with the same key

@@ -167,8 +167,10 @@ def users_enable(email: Email, json_output: Json = False) -> None:
 
 @users_app.command("role")
 def users_role(
-    email: Email, role: Annotated[Role, typer.Argument(metavar="ROLE")], json_output: Json = False
-):
+    email: Email,
+    role: Annotated[Role, typer.Argument(metavar="ROLE", help="viewer, staff or admin.", show_default=False)],
+    json_output: Json = False,
+) -> None:
     """Change an account's role (viewer, staff or admin)."""
     from worker.dashboard import accounts
 
