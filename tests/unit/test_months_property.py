@@ -221,9 +221,23 @@ def check_alerts_and_notes(db, month: Month) -> None:
     assert {key: note.status for key, note in notes.items()} == month.truth.notes
 
 
+def check_sales_rows(db) -> None:
+    """The dashboard's materialized sales rows, kept by each refresh, equal the view built in Python."""
+    from handlers.sales_rows import SALE_FIELDS
+    from tests.unit.test_sales_rows import stored_rows, view_rows
+
+    with db.session() as session:
+        built, stored = view_rows(session), stored_rows(session)
+    assert stored == built, (
+        f"stored only: {sorted(set(stored) - set(built), key=repr)}, "
+        f"view only: {sorted(set(built) - set(stored), key=repr)} ({', '.join(SALE_FIELDS)})"
+    )
+
+
 def check_month(db, standin, seed: int) -> None:
     month = run_month(db, standin, seed)
     try:
+        check_sales_rows(db)
         check_sales(db, month)
         check_plans(db, month)
         check_alerts_and_notes(db, month)
