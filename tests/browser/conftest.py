@@ -1,4 +1,4 @@
-"""Fixtures for the browser tests: one seeded dashboard per session, a fresh headless Chromium per test.
+"""Fixtures for the browser tests: one seeded dashboard for the package, a fresh headless Chromium per test.
 
 On a failed test the browser's screenshot (and the page's HTML) is saved in the test's `tmp_path`; the
 paths are printed at the end of the run ("browser screenshots of failed tests").
@@ -31,7 +31,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
             terminalreporter.write_line(line)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DashboardStack]:
     """The web process with its dashboard, on a database migrated to head and holding the demo's month."""
     missing = browser_missing()
@@ -45,7 +45,7 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DashboardSta
         stack.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def accounts(dashboard: DashboardStack) -> dict[str, StaffAccount]:
     """role -> a staff account of that role, made with `python -m worker users add`."""
     if dashboard.users_missing:
