@@ -54,6 +54,7 @@ _TEXT: dict[str, tuple[str, str]] = {
     "period_totals": ("Takings", "売上集計"),
     "today": ("Today", "今日"),
     "this_month": ("This month", "今月"),
+    "last_month": ("Last month", "先月"),
     "gross": ("Gross", "売上"),
     "refunded": ("Refunded", "返金"),
     "net": ("Net", "純売上"),

@@ -29,6 +29,8 @@ def read_overview(request: Request) -> dict:
     today = local_now.replace(hour=0, minute=0, second=0, microsecond=0)
     month = _month_start(today)
     next_month = (month + timedelta(days=32)).replace(day=1)
+    # Early in a month "this month" is nearly empty; the month before is what sellers compare with.
+    last_month = _month_start(month - timedelta(days=1))
     with db_of(request).reading() as session:
         alerts_by_kind = session.execute(
             select(Alert.kind, func.count())
@@ -59,6 +61,7 @@ def read_overview(request: Request) -> dict:
         run = session.execute(select(ReconcileRun).order_by(ReconcileRun.started_at.desc()).limit(1)).scalar()
         today_totals = sales_query.period_totals(session, today, today + timedelta(days=1))
         month_totals = sales_query.period_totals(session, month, next_month)
+        last_month_totals = sales_query.period_totals(session, last_month, month)
         failed = sales_query.failed_installments(session, limit=10)
     report = json.loads(run.report) if run is not None and run.report else None
     age = (now - newest).total_seconds() if newest else None
@@ -67,6 +70,9 @@ def read_overview(request: Request) -> dict:
         "open_alert_total": sum(count for _, count in alerts_by_kind),
         "today_totals": today_totals,
         "month_totals": month_totals,
+        "last_month_totals": last_month_totals,
+        "month_label": month.strftime("%Y-%m"),
+        "last_month_label": last_month.strftime("%Y-%m"),
         "failed": failed,
         "failing_counts": failing_counts,
         "failing": failing,
@@ -96,6 +102,7 @@ def overview_json(request: Request, user) -> Response:
             "open_alerts": dict(data["alerts_by_kind"]),
             "today": _totals_json(data["today_totals"]),
             "this_month": _totals_json(data["month_totals"]),
+            "last_month": _totals_json(data["last_month_totals"]),
             "failing_events": {str(k): v for k, v in data["failing_counts"].items()},
             "newest_event_at": iso(data["newest_event_at"]),
             "webhooks_silent": data["silent"],
