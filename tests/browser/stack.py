@@ -5,9 +5,9 @@ alert sink, redis-server, `python -m worker web` (the receiver and the dashboard
 Dramatiq worker, through the integration tests' harness (tests/integration/stack.py). It tells the
 demo's month (worker/ops/demo_data.py) by posting its funnel webhooks and signed Stripe events to the
 receiver and letting the worker's real handlers process them, then runs the real nightly reconcile so
-it finds the payment whose webhooks never arrived. On top of the demo it adds a dispute and one event
-left `dead` because Stripe answered 503 while its handler ran: replaying it succeeds now that the
-stand-in answers. Staff accounts are made with `python -m worker users add`.
+it finds the payment whose webhooks never arrived. On top of the demo it adds one event left `dead`
+because Stripe answered 503 while its handler ran: replaying it succeeds now that the stand-in answers.
+Staff accounts are made with `python -m worker users add`.
 
 `new_driver` starts Debian's chromium through Debian's chromium-driver (scripts/browser.sh installs
 them). Selenium Manager is never used: both paths are given, and it is disabled outright here.
@@ -52,8 +52,7 @@ ROLES = ("viewer", "staff", "admin")
 PLAN_CUSTOMER = "aiko@example.jp"  # a 3-installment plan in JPY; installment 3 only the nightly run finds
 DUPLICATE_CUSTOMER = "mika@example.com"  # bought twice; the second refunded (note + access alert)
 DUPLICATE_REFUND = "re_demo_duplicate"
-DISPUTED_CUSTOMER = "ben@example.com"
-DISPUTE_ID = "dp_demo_member1"
+DISPUTED_CUSTOMER = "ben@example.com"  # a chargeback awaiting a response (its alert stays open)
 DEAD_CUSTOMER = "noor@example.com"
 DEAD_CHARGE = "ch_demo_noor1"
 DEAD_EVENT = "evt_demo_dead_noor1"
@@ -132,37 +131,11 @@ def browser_database_url(root: Path) -> str:
 
 
 def _story():
-    """The demo's month plus a dispute; and, for after the nightly run, a charge (with its customer)
-    and the event whose handler will find Stripe down."""
+    """The demo's month; and, for after the nightly run, a charge (with its customer) and the event
+    whose handler will find Stripe down."""
     from worker.ops import demo_data
 
     scenario = demo_data.build()
-    if not any(e["type"].startswith("charge.dispute.") for e in scenario.events):
-        charge = next(o for o in scenario.objects if o["id"] == "ch_demo_member1")
-        dispute = {
-            "id": DISPUTE_ID,
-            "object": "dispute",
-            "amount": charge["amount"],
-            "balance_transactions": [],
-            "charge": charge["id"],
-            "created": charge["created"] + 20 * demo_data.DAY,
-            "currency": charge["currency"],
-            "evidence_details": {
-                "due_by": int(time.time()) + 7 * demo_data.DAY,
-                "has_evidence": False,
-                "past_due": False,
-                "submission_count": 0,
-            },
-            "is_charge_refundable": True,
-            "livemode": False,
-            "metadata": {},
-            "payment_intent": charge["payment_intent"],
-            "reason": "product_not_received",
-            "status": "needs_response",
-        }
-        scenario.objects.append(dispute)
-        scenario.event("charge.dispute.created", dispute, dispute["created"])
-
     created = int(time.time()) - 5 * 3600
     customer = {"id": "cus_demo_noor", "object": "customer", "email": DEAD_CUSTOMER, "created": created}
     charge = {
