@@ -358,12 +358,24 @@ def sign_in(driver, stack: DashboardStack, account: StaffAccount, next_path: str
 def submit_and_wait(driver, element) -> None:
     """Click `element` (a submit button or a link), or press Enter in it (a text field), and wait for
     the next page to replace this one."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support import expected_conditions as ec
 
     html = driver.find_element("tag name", "html")
     if element.tag_name == "input" and (element.get_attribute("type") or "text") not in ("submit", "button"):
         element.send_keys(Keys.ENTER)
     else:
         element.click()
-    wait_for(driver, ec.staleness_of(html))
+
+    def replaced(_driver) -> bool:
+        try:
+            html.tag_name  # noqa: B018  (asks the browser whether the old page's node still exists)
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as exc:
+            # Mid-navigation chromedriver may say so instead of "stale"; anything else: ask again.
+            return "does not belong to the document" in str(exc)
+        return False
+
+    wait_for(driver, replaced)
+    wait_for(driver, lambda d: d.execute_script("return document.readyState") == "complete")
