@@ -102,16 +102,24 @@ def query_sales(
     """
     page, per_page = max(1, int(page)), min(max(1, int(per_page)), MAX_PER_PAGE)
     where = conditions(f, tz)
-    by_currency = [
-        CurrencyTotal(r.currency, int(r.gross), int(r.refunded), int(r.net), int(r.count))
+    # One pass over the matching rows gives both kinds of totals (and the count): the totals by
+    # currency are the sums of the few product groups, not of the rows.
+    by_product = [
+        ProductTotal(r.product, r.currency, int(r.gross), int(r.refunded), int(r.net), int(r.count))
         for r in _execute(
             session,
-            select(_rows.c.currency, *_money(), func.count().label("count"))
+            select(_rows.c.product, _rows.c.currency, *_money(), func.count().label("count"))
             .where(*where)
-            .group_by(_rows.c.currency)
-            .order_by(_rows.c.currency),
+            .group_by(_rows.c.product, _rows.c.currency),
         )
     ]
+    by_product.sort(key=lambda t: (t.product is None, t.product or "", t.currency))
+    sums: dict[str, list[int]] = {}
+    for t in by_product:
+        total = sums.setdefault(t.currency, [0, 0, 0, 0])
+        for index, value in enumerate((t.gross, t.refunded, t.net, t.count)):
+            total[index] += value
+    by_currency = [CurrencyTotal(currency, *sums[currency]) for currency in sorted(sums)]
     total = sum(t.count for t in by_currency)
     rows = []
     if total > (page - 1) * per_page:
@@ -123,16 +131,6 @@ def query_sales(
             .limit(per_page)
             .offset((page - 1) * per_page),
         ).all()
-    by_product = [
-        ProductTotal(r.product, r.currency, int(r.gross), int(r.refunded), int(r.net), int(r.count))
-        for r in _execute(
-            session,
-            select(_rows.c.product, _rows.c.currency, *_money(), func.count().label("count"))
-            .where(*where)
-            .group_by(_rows.c.product, _rows.c.currency)
-            .order_by(_rows.c.product, _rows.c.currency),
-        )
-    ]
     return SalesPage(
         rows=rows,
         total_rows=total,

@@ -58,7 +58,12 @@ def upgrade() -> None:
     op.create_index(
         "ix_sales_rows_customer_email_paid_at", "sales_rows", ["customer_email", "paid_at"], unique=False
     )
-    op.create_index("ix_sales_rows_product", "sales_rows", ["product"], unique=False)
+    op.create_index(
+        "ix_sales_rows_product",
+        "sales_rows",
+        ["product", "currency", "status", "amount", "refunded_amount"],
+        unique=False,
+    )
     op.create_index("ix_sales_rows_status", "sales_rows", ["status"], unique=False)
     op.create_index("ix_sales_rows_kind", "sales_rows", ["kind"], unique=False)
     op.create_index("ix_sales_rows_currency_paid_at", "sales_rows", ["currency", "paid_at"], unique=False)
