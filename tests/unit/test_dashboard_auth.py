@@ -30,6 +30,7 @@ PAGES = [
     "/app/events/evt_1",
     "/app/runs",
     "/app/audit",
+    "/app/users",
 ]
 
 
@@ -213,7 +214,7 @@ def test_admin_pages_are_for_admins(db, role, allowed):
     add_staff(db, f"{role}@example.com", role)
     client = make_client(db)
     sign_in(client, f"{role}@example.com")
-    for path in ("/app/events", "/app/runs", "/app/audit"):
+    for path in ("/app/events", "/app/runs", "/app/audit", "/app/users"):
         assert (client.get(path).status_code == 200) is allowed, path
 
 
@@ -280,3 +281,71 @@ def test_language_follows_accept_language_and_the_users_setting(db):
     sign_in(client, "staff@example.com")
     client.post("/app/language", data={"language": "ja", "csrf_token": token(client), "next": "/app/"})
     assert '<html lang="ja">' in client.get("/app/", headers={"accept-language": "en"}).text
+
+
+def test_admins_manage_users_on_the_users_page_and_it_is_audited(db):
+    add_staff(db, "admin@example.com", "admin")
+    client = make_client(db)
+    sign_in(client, "admin@example.com")
+    added = client.post(
+        "/app/users",
+        data={
+            "email": "New@Example.com",
+            "role": "staff",
+            "password": "a long enough pass",
+            "csrf_token": token(client),
+        },
+    )
+    assert added.status_code == 303
+    assert 'data-email="new@example.com" data-role="staff"' in client.get("/app/users").text
+    weak = client.post(
+        "/app/users",
+        data={"email": "x@example.com", "role": "viewer", "password": "short", "csrf_token": token(client)},
+    )
+    assert weak.status_code == 400 and "at least 12 characters" in weak.text
+    client.post(
+        "/app/users/change",
+        data={"email": "new@example.com", "change": "role", "role": "viewer", "csrf_token": token(client)},
+    )
+    client.post(
+        "/app/users/change",
+        data={"email": "new@example.com", "change": "disable", "csrf_token": token(client)},
+    )
+    own = client.post(
+        "/app/users/change",
+        data={"email": "admin@example.com", "change": "disable", "csrf_token": token(client)},
+    )
+    assert own.status_code == 400 and "cannot disable your own account" in own.text
+    users = {u.email: u for u in accounts.list_users(db)}
+    assert (users["new@example.com"].role, users["new@example.com"].disabled) == ("viewer", True)
+    assert sign_in(make_client(db), "new@example.com", "a long enough pass").status_code == 401
+    with db.session() as session:
+        actions = (
+            session.execute(
+                select(AuditEntry.action).where(
+                    AuditEntry.actor == "admin@example.com", AuditEntry.target == "new@example.com"
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert actions == ["user_add", "user_role", "user_disable"]
+
+
+@pytest.mark.parametrize("role", ["viewer", "staff"])
+def test_only_admins_reach_the_users_page(db, role):
+    add_staff(db, f"{role}@example.com", role)
+    client = make_client(db)
+    sign_in(client, f"{role}@example.com")
+    assert client.get("/app/users").status_code == 403
+    refused = client.post(
+        "/app/users",
+        data={
+            "email": "sneaky@example.com",
+            "role": "admin",
+            "password": "x" * 20,
+            "csrf_token": token(client),
+        },
+    )
+    assert refused.status_code == 403
+    assert [u.email for u in accounts.list_users(db)] == [f"{role}@example.com"]

@@ -15,7 +15,7 @@ from starlette.staticfiles import StaticFiles
 
 from models import Database
 from worker.dashboard.accounts import SignInPolicy
-from worker.dashboard.pages import alerts, auth, customers, events, overview, plans, sales
+from worker.dashboard.pages import alerts, auth, customers, events, overview, plans, sales, users
 from worker.dashboard.web import DashboardConfig, SecurityHeaders
 from worker.receiver.devsecret import generated_secret
 
@@ -34,6 +34,7 @@ def create_dashboard(db: Database, config: DashboardConfig) -> Starlette:
             *plans.routes,
             *alerts.routes,
             *events.routes,
+            *users.routes,
             Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
         ],
         middleware=[

@@ -201,6 +201,18 @@ _TEXT: dict[str, tuple[str, str]] = {
     "target": ("Target", "対象"),
     "detail": ("Detail", "詳細"),
     "address": ("Address", "接続元"),
+    # users
+    "users": ("Users", "ユーザー"),
+    "role": ("Role", "権限"),
+    "last_sign_in": ("Last sign-in", "最終サインイン"),
+    "disabled": ("disabled", "無効"),
+    "locked_until": ("locked until", "ロック中："),
+    "active_account": ("active", "有効"),
+    "enable": ("Enable", "有効にする"),
+    "disable": ("Disable", "無効にする"),
+    "new_password": ("New password (12+ characters)", "新しいパスワード（12文字以上）"),
+    "set_password": ("Set password", "パスワードを設定"),
+    "add_user": ("Add a user", "ユーザーを追加"),
     # errors
     "forbidden": ("Your role does not allow this.", "この操作を行う権限がありません。"),
     "not_found": ("Not found.", "見つかりません。"),
