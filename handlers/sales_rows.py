@@ -17,10 +17,11 @@ Three things keep the copy exact rather than merely close:
 - Some rows have no email at all: a charge whose payment carries none and whose Stripe customer is
   unknown or deleted, a funnel purchase without one, a failed invoice of such a customer. No customer
   refresh reaches them, so a refresh with nobody to refresh (the event concerned nobody known) rebuilds
-  the rows without an email from the facts without one (`store_unowned_rows`). A dispute on such a
-  charge does not call a refresh at all (handlers/disputes.py raises its alert directly), and a page of
-  the nightly run refreshes only the customers it names: those rows are brought up to date by the
-  next refresh with nobody to refresh, or by `python -m worker sales rebuild` (`rebuild_sales_rows`).
+  the rows without an email from the facts without one (`store_unowned_rows`); so do a dispute on such
+  a charge (handlers/disputes.py) and a page of the nightly run that stored one (handlers/reconcile.py).
+  `python -m worker sales rebuild` (`rebuild_sales_rows`) rebuilds everything.
+
+`plan_rows` (the Plans page) is kept the same way, from the same built views.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, insert, select
 from sqlmodel import Session
 
+from handlers.plans import PlanRow, build_plans
 from handlers.sales_view import EARLIEST, SaleRow, SalesFacts, load_all_facts, load_customer_facts
 from models import (
     Charge,
@@ -38,6 +40,7 @@ from models import (
     FunnelPurchase,
     Invoice,
     InvoicePayment,
+    PlanRowRecord,
     Refund,
     SalesRowRecord,
     Subscription,
@@ -48,11 +51,14 @@ from models.prepared import Prepared
 
 # The SaleRow fields, in the view's order: every one is a column of sales_rows.
 SALE_FIELDS = tuple(SaleRow.__dataclass_fields__)
+# The PlanRow fields: every one is a column of plan_rows (kept beside sales_rows, from the same views).
+PLAN_FIELDS = tuple(PlanRow.__dataclass_fields__)
 # How many times a refresh follows emails it finds on rows to customers it had not loaded.
 MAX_ROUNDS = 4
 INSERT_BATCH = 5_000
 
 _rows = SalesRowRecord.__table__
+_plans = PlanRowRecord.__table__
 
 
 def position(row: SaleRow) -> str:
@@ -60,6 +66,17 @@ def position(row: SaleRow) -> str:
     moment = row.paid_at or EARLIEST
     stamp = moment.strftime("%Y%m%d%H%M%S%f").rjust(20, "0")
     return f"{1 if row.paid_at is None else 0}{stamp}|{row.charge_id or row.payment_intent_id or ''}"
+
+
+# A PostgreSQL b-tree entry holds at most about 2.7 kB, and the product column leads a covering index:
+# 300 characters (at most 1.2 kB in UTF-8) keep any name insertable, and are more than a page shows.
+SHOWN_PRODUCT_CHARACTERS = 300
+
+
+def shown_product(product: str | None) -> str | None:
+    if product is None or len(product) <= SHOWN_PRODUCT_CHARACTERS:
+        return product
+    return product[: SHOWN_PRODUCT_CHARACTERS - 1] + "…"
 
 
 def _accounts(facts: SalesFacts) -> tuple[dict[str, str], dict[str, str], str]:
@@ -82,6 +99,7 @@ def values_of(parts: Iterable[tuple[SalesFacts, Sequence[SaleRow]]]) -> list[dic
         by_charge, by_invoice, default = _accounts(facts)
         for row in rows:
             record = {name: getattr(row, name) for name in SALE_FIELDS}
+            record["product"] = shown_product(row.product)
             if row.charge_id in by_charge:
                 account = by_charge[row.charge_id]
             elif row.invoice_id in by_invoice:
@@ -89,6 +107,24 @@ def values_of(parts: Iterable[tuple[SalesFacts, Sequence[SaleRow]]]) -> list[dic
             else:
                 account = default
             record.update(account=account, position=position(row))
+            values.append(record)
+    return values
+
+
+def plan_values_of(parts: Iterable[tuple[SalesFacts, Sequence[SaleRow]]]) -> list[dict[str, Any]]:
+    """The plan_rows rows of built views: `build_plans` of each account part."""
+    values = []
+    for facts, rows in parts:
+        _, by_invoice, default = _accounts(facts)
+        account_of = {s.id: s.account for s in facts.subscriptions}
+        for invoice in facts.invoices:
+            if invoice.subscription_id:
+                account_of.setdefault(invoice.subscription_id, invoice.account)
+        for plan in build_plans(facts, rows):
+            record = {name: getattr(plan, name) for name in PLAN_FIELDS}
+            record.update(
+                product=shown_product(plan.product), account=account_of.get(plan.subscription_id, default)
+            )
             values.append(record)
     return values
 
@@ -137,6 +173,7 @@ def store_customer_rows(
             facts_by_email[email] = load_customer_facts(session, email)
         parts = _built(_joined(facts_by_email.values()))
     _replace(session, sorted(facts_by_email), values_of(parts))
+    _replace_plans(session, sorted(facts_by_email), plan_values_of(parts))
 
 
 def _joined(all_facts: Iterable[SalesFacts]) -> SalesFacts:
@@ -182,6 +219,17 @@ def _replace(session: Session, emails: list[str], values: list[dict[str, Any]]) 
         _insert(session, values)
 
 
+def _replace_plans(session: Session, emails: list[str], values: list[dict[str, Any]]) -> None:
+    """Delete the customers' plans and any other row of the same subscriptions; insert `values`."""
+    if emails:
+        execute(session, _DELETE_PLANS_BY_EMAIL, {"emails": emails})
+    subscriptions = sorted({v["subscription_id"] for v in values})
+    if subscriptions:
+        execute(session, _DELETE_PLANS_BY_SUBSCRIPTION, {"ids": subscriptions})
+    if values:
+        execute(session, _INSERT_PLANS, values)
+
+
 # --- rows nobody's refresh reaches ---------------------------------------------------------------------
 
 
@@ -189,10 +237,15 @@ def store_unowned_rows(session: Session) -> None:
     """Rebuild the rows without an email, from the facts without one (and what they link to)."""
     advisory_lock(session, "sales_rows:unowned")  # two at once would each insert the rows
     facts = load_unowned_facts(session)
-    values = [v for v in values_of(_built(facts)) if v["customer_email"] is None]
+    built = _built(facts)
+    values = [v for v in values_of(built) if v["customer_email"] is None]
     execute(session, _DELETE_UNOWNED, {})
     if values:
         _insert(session, values)
+    plans = [v for v in plan_values_of(built) if v["customer_email"] is None]
+    execute(session, _DELETE_UNOWNED_PLANS, {})
+    if plans:
+        execute(session, _INSERT_PLANS, plans)
 
 
 def load_unowned_facts(session: Session) -> SalesFacts:
@@ -276,12 +329,17 @@ def rebuild_sales_rows(session: Session, built: list[tuple[SalesFacts, list[Sale
     number of rows. Runs in the caller's transaction: readers see the old rows until it commits.
 
     `built`: every account's facts with the rows built from them, when the caller has them already
-    (the benchmark times building them). Building is the slow part: `handlers.matching` pairs purchases
-    and payments in time that grows with the square of their number (minutes at 100,000).
+    (the benchmark times building them). Building is the slow part (seconds at 100,000 payments).
+    `plan_rows` is rebuilt from the same views.
     """
-    values = values_of(built if built is not None else _built(load_all_facts(session)))
+    built = built if built is not None else _built(load_all_facts(session))
+    values = values_of(built)
     execute(session, delete(_rows), None)
     _insert(session, values)
+    plans = plan_values_of(built)
+    execute(session, delete(_plans), None)
+    for start in range(0, len(plans), INSERT_BATCH):
+        execute(session, _INSERT_PLANS, plans[start : start + INSERT_BATCH])
     return len(values)
 
 
@@ -304,6 +362,11 @@ _DELETE_UNOWNED_BY_KEY = Prepared(
         | (_rows.c.charge_id.is_(None) & _rows.c.invoice_id.in_(_ids("invoices"))),
     )
 )
+
+_INSERT_PLANS = Prepared(insert(_plans))
+_DELETE_PLANS_BY_EMAIL = Prepared(delete(_plans).where(_plans.c.customer_email.in_(_ids("emails"))))
+_DELETE_PLANS_BY_SUBSCRIPTION = Prepared(delete(_plans).where(_plans.c.subscription_id.in_(_ids("ids"))))
+_DELETE_UNOWNED_PLANS = Prepared(delete(_plans).where(_plans.c.customer_email.is_(None)))
 
 _charges, _invoices = Charge.__table__, Invoice.__table__
 _payments, _purchases = InvoicePayment.__table__, FunnelPurchase.__table__

@@ -5,6 +5,7 @@ from models.db import Database, advisory_lock, dialect_insert, insert_ignore, up
 from models.events import FINISHED_STATUSES, Event, EventStatus
 from models.note_mirrors import StripeNoteMirror
 from models.payments import Charge, Dispute, Refund
+from models.plan_rows import PlanRowRecord
 from models.reconcile import ReconcileRun
 from models.sales import FunnelPurchase, Invoice, InvoicePayment, Subscription
 from models.sales_rows import SalesRowRecord
@@ -31,6 +32,7 @@ __all__ = [
     "Invoice",
     "InvoicePayment",
     "ReconcileRun",
+    "PlanRowRecord",
     "SalesRowRecord",
     "Refund",
     "StripeNoteMirror",

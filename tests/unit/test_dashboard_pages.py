@@ -123,9 +123,16 @@ def test_plans_page_lists_every_plan_with_its_status(month_db):
     shown = text_of(signed_in(db, "viewer").get("/app/plans").text)
     for plan in month.truth.plans:
         assert plan.subscription_id in shown
+    shown_order = re.findall(
+        r'class="plan-row" data-status="(\w+)"', signed_in(db, "viewer").get("/app/plans").text
+    )
+    urgency = ["past_due", "unpaid", "active", "cancelled", "completed"]
+    assert shown_order == sorted(shown_order, key=urgency.index), "past_due first, ended plans last"
+    assert sorted(shown_order) == sorted(p.status for p in month.truth.plans)
     past_due = [p for p in month.truth.plans if p.status == "past_due"]
     page = signed_in(db, "viewer").get("/app/plans", params={"status": "past_due"}).text
     assert page.count('class="plan-row"') == len(past_due)
+    assert '<option value="past_due" selected>' in page
 
 
 def test_staff_acknowledge_then_resolve_an_alert_with_a_note(month_db):

@@ -232,6 +232,24 @@ def check_sales_rows(db) -> None:
         f"stored only: {sorted(set(stored) - set(built), key=repr)}, "
         f"view only: {sorted(set(built) - set(stored), key=repr)} ({', '.join(SALE_FIELDS)})"
     )
+    check_plan_rows(db)
+
+
+def check_plan_rows(db) -> None:
+    """The dashboard's materialized plans equal `load_plans` (built in Python from every fact)."""
+    from sqlalchemy import select as select_core
+
+    from handlers.sales_rows import PLAN_FIELDS
+    from models import PlanRowRecord
+
+    with db.session() as session:
+        built = sorted(tuple(getattr(p, name) for name in PLAN_FIELDS) for p in load_plans(session))
+        table = PlanRowRecord.__table__
+        columns = [table.c[name] for name in PLAN_FIELDS]
+        stored = sorted(tuple(row) for row in session.execute(select_core(*columns)).all())
+    only_stored = sorted(set(stored) - set(built), key=repr)
+    only_built = sorted(set(built) - set(stored), key=repr)
+    assert stored == built, f"stored only: {only_stored}, view only: {only_built}"
 
 
 def check_month(db, standin, seed: int) -> None:
