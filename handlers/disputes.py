@@ -15,6 +15,7 @@ from handlers.customers import emails_for_charges, raise_alert, refresh_customer
 from handlers.dispute_alerts import dispute_alert
 from handlers.fields import object_id, required
 from handlers.payments import upsert_charge
+from handlers.sales_rows import store_unowned_rows
 from handlers.stripe_shapes import dispute_facts
 from models import Charge, Dispute, advisory_lock, upsert_newer
 from models.types import utcnow
@@ -50,6 +51,7 @@ def record_dispute(ctx: HandlerContext) -> None:
         ctx.new_alert_ids.extend(refresh_customers(ctx.session, emails))
         return
     # Nobody to put it on yet: raise it as it stands; the charge's arrival completes it in place.
+    store_unowned_rows(ctx.session)  # the disputed payment's row in the dashboard's sales rows
     stored = ctx.session.get(Dispute, values["id"])
     charge = ctx.session.get(Charge, charge_id) if charge_id else None
     alert_id = raise_alert(

@@ -34,6 +34,7 @@ from handlers.payments import CHARGE_FILL_ONLY, INVOICE_FILL_ONLY, INVOICE_PAYME
 from handlers.ranks import CHARGE_TIES, REFUND_TIES
 from handlers.read_ahead import read_ahead
 from handlers.reconcile_report import build_report
+from handlers.sales_rows import store_unowned_rows
 from handlers.stripe_shapes import (
     charge_facts,
     dispute_facts,
@@ -412,6 +413,8 @@ def _refresh(session: Session, changed: Changed) -> list[int]:
         if not disputed_by:
             unplaced.append(dispute_id)
     raised = refresh_customers(session, emails)
+    if unplaced or _has_unowned_charges(session, changed.charge_ids):
+        store_unowned_rows(session)  # the dashboard's rows of payments nobody's refresh reaches
     for dispute_id in unplaced:
         # Nobody to put it on yet (as with a webhook): raised as it stands; the charge's arrival,
         # by a webhook or a later run, completes it in place.
@@ -423,6 +426,14 @@ def _refresh(session: Session, changed: Changed) -> list[int]:
         if alert_id is not None:
             raised.append(alert_id)
     return raised
+
+
+def _has_unowned_charges(session: Session, charge_ids: Iterable[str]) -> bool:
+    ids = sorted(charge_ids)
+    if not ids:
+        return False
+    query = select(Charge.id).where(col(Charge.id).in_(ids), col(Charge.customer_email).is_(None)).limit(1)
+    return session.exec(query).first() is not None
 
 
 # --- the run ------------------------------------------------------------------------------------------

@@ -108,7 +108,9 @@ class Settings(BaseSettings):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"DISPLAY_TIMEZONE: {value!r} is not an IANA time zone (e.g. UTC, Asia/Tokyo)") from None
+            raise ValueError(
+                f"DISPLAY_TIMEZONE: {value!r} is not an IANA time zone (e.g. UTC, Asia/Tokyo)"
+            ) from None
         return value
 
     @field_validator("stripe_api_base")

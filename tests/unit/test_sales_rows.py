@@ -194,6 +194,31 @@ def test_a_payment_nobody_is_known_for_is_stored_and_kept_current(db):
     assert (row["customer_email"], row["refunded_amount"]) == ("late@example.com", 1_000)
 
 
+def test_a_dispute_on_a_payment_nobody_is_known_for_updates_its_row(db):
+    deliver(
+        db,
+        event(
+            "charge.succeeded", charge("ch_anon2", amount=4_000, customer="cus_anon2", created=T0), created=T0
+        ),
+    )
+    dispute = {
+        "id": "dp_anon2",
+        "object": "dispute",
+        "amount": 4_000,
+        "currency": "usd",
+        "charge": "ch_anon2",
+        "payment_intent": "pi_anon2",
+        "status": "needs_response",
+        "reason": "fraudulent",
+        "is_charge_refundable": False,
+        "created": T0 + 600,
+        "evidence_details": {"due_by": T0 + 7 * 86_400},
+    }
+    deliver(db, event("charge.dispute.created", dispute, created=T0 + 600))
+    (row,) = assert_materialized(db)
+    assert (row["customer_email"], row["status"], row["dispute_id"]) == (None, "disputed", "dp_anon2")
+
+
 def test_a_funnel_purchase_without_an_email_is_stored(db):
     purchase = funnel_purchase(
         2003, name="Ticket", cents=2_500, cancel_after=None, subscription_id=None, charge_id=None
