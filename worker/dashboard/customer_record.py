@@ -56,6 +56,9 @@ class CustomerRecord:
     plans: list[Any]
     open_alerts: int
     exists: bool
+    # Stripe dashboard pages: each cus_ id, and each plan's subscription.
+    customer_links: dict[str, str] = field(default_factory=dict)
+    subscription_links: dict[str, str] = field(default_factory=dict)
 
 
 def stripe_link(kind: str, object_id: str | None, live: bool, account: str = "") -> str | None:
@@ -260,7 +263,22 @@ def load_record(session, email: str, window: timedelta) -> CustomerRecord:
                 )
             )
     timeline.sort(key=lambda e: (e.at is None, e.at or EARLIEST))
+    account_of_customer = {c.customer: c.account for c in facts.charges if c.customer}
+    account_of_subscription = {s.id: s.account for s in facts.subscriptions}
     return CustomerRecord(
+        customer_links={
+            cus: stripe_link("customer", cus, live_default, account_of_customer.get(cus, ""))
+            for cus in stripe_ids
+        },
+        subscription_links={
+            plan.subscription_id: stripe_link(
+                "subscription",
+                plan.subscription_id,
+                live_default,
+                account_of_subscription.get(plan.subscription_id, ""),
+            )
+            for plan in plans
+        },
         email=email,
         name=customer.name
         if customer

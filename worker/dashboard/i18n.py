@@ -223,6 +223,44 @@ _TEXT: dict[str, tuple[str, str]] = {
 }
 
 
+# Status values as staff read them; the raw value stays in the page's data attributes and CSV.
+_STATUS: dict[str, tuple[str, str]] = {
+    "paid": ("paid", "支払い済み"),
+    "refunded": ("refunded", "返金済み"),
+    "partially_refunded": ("partially refunded", "一部返金"),
+    "failed": ("failed", "失敗"),
+    "disputed": ("disputed", "チャージバック中"),
+    "dispute_lost": ("dispute lost", "チャージバック敗訴"),
+    "open": ("open", "未対応"),
+    "acknowledged": ("acknowledged", "対応中"),
+    "resolved": ("resolved", "解決済み"),
+    "active": ("active", "継続中"),
+    "past_due": ("past due", "支払い遅延"),
+    "unpaid": ("unpaid", "未払い"),
+    "completed": ("completed", "完了"),
+    "cancelled": ("cancelled", "解約"),
+    "done": ("done", "完了"),
+    "dead": ("dead", "停止"),
+    "received": ("received", "受信済み"),
+    "processing": ("processing", "処理中"),
+    "ignored": ("ignored", "対象外"),
+    "pending": ("pending", "保留中"),
+    "succeeded": ("succeeded", "成功"),
+    "sent": ("sent", "送信済み"),
+    "sending": ("sending", "送信中"),
+    "not_configured": ("not configured", "通知先未設定"),
+    "needs_response": ("needs response", "要対応"),
+    "under_review": ("under review", "審査中"),
+    "warning_needs_response": ("inquiry: needs response", "問い合わせ：要対応"),
+    "warning_under_review": ("inquiry: under review", "問い合わせ：審査中"),
+    "warning_closed": ("inquiry closed", "問い合わせ終了"),
+    "won": ("won", "勝訴"),
+    "lost": ("lost", "敗訴"),
+    "running": ("running", "実行中"),
+    "withdrawn": ("withdrawn", "取り下げ"),
+}
+
+
 def choose_language(preference: str | None, accept_language: str | None) -> str:
     """The user's own setting, else the highest-weighted of `Accept-Language` we have, else English."""
     if preference in LANGUAGES:
@@ -252,4 +290,9 @@ def translator(language: str):
         text = pair[index] if pair else key
         return text.format(**values) if values else text
 
+    def status(value: str | None) -> str:
+        pair = _STATUS.get(value or "")
+        return pair[index] if pair else (value or "")
+
+    t.status = status  # type: ignore[attr-defined]
     return t

@@ -272,6 +272,9 @@ def app_from_settings() -> _StripeFastPath:
     from worker.settings import get_settings
 
     settings = get_settings()
+    secrets = webhook_secrets(settings)
+    if not secrets:
+        raise MissingWebhookSecret()  # before anything (the dashboard's key file) is made on disk
     db = runtime.database()
     broker_module.fail_fast(actors.broker)
     return create_app(
@@ -279,7 +282,7 @@ def app_from_settings() -> _StripeFastPath:
         enqueue=lambda event_id, account: actors.process_event.send(event_id, account),
         enqueue_many=lambda keys: broker_module.enqueue_many(actors.broker, actors.process_event, keys),
         metrics_token=settings.metrics_token.get_secret_value() if settings.metrics_token else None,
-        secrets=webhook_secrets(settings),
+        secrets=secrets,
         tolerance_seconds=settings.webhook_tolerance_seconds,
         max_body_bytes=settings.webhook_max_body_bytes,
         readiness_checks={"database": db.ping},
