@@ -38,6 +38,7 @@ def _pages(stack) -> list[tuple[str, str]]:
         ("event-detail", stack.url(f"/app/events/{stack.dead_event}")),
         ("runs", stack.url("/app/runs")),
         ("audit", stack.url("/app/audit")),
+        ("users", stack.url("/app/users")),
     ]
 
 

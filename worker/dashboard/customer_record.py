@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import select
 
 from handlers import customers as customer_rules
-from handlers.access_alerts import kept_duplicate
+from handlers.access_alerts import is_first_payment, kept_duplicate, product_identity
 from handlers.plans import build_plans
 from handlers.ranks import COUNTED_REFUND_STATUSES
 from handlers.sales_view import EARLIEST, OPEN_DISPUTE_STATUSES, PAID_STATUSES, SaleRow, load_customer_facts
@@ -92,24 +92,55 @@ def installment_label(row: SaleRow) -> tuple[str, dict] | None:
     return None
 
 
+def _same_product_elsewhere(row: SaleRow, rows: list[SaleRow], window: timedelta) -> list[SaleRow]:
+    """Other first payments of the same product within the duplicate window (any status but failed)."""
+    if not is_first_payment(row) or row.paid_at is None:
+        return []
+    identity = product_identity(row)
+    return [
+        other
+        for other in rows
+        if other is not row
+        and other.charge_id != row.charge_id
+        and other.status in PAID_STATUSES
+        and other.paid_at is not None
+        and is_first_payment(other)
+        and product_identity(other) == identity
+        and abs(other.paid_at - row.paid_at) <= window
+    ]
+
+
+def _name(row: SaleRow) -> str:
+    return row.charge_id or row.payment_intent_id or row.funnel_purchase_id or "?"
+
+
 def refund_checks(
     row: SaleRow, rows: list[SaleRow], disputes: dict[str, Any], window: timedelta
 ) -> list[Check]:
-    """The seed article's pre-refund checklist, answered from the facts."""
+    """The seed article's pre-refund checklist, answered from the facts (the same duplicate rule as
+    the access alert: `kept_duplicate`)."""
     checks: list[Check] = []
-    if row.refunded_amount >= row.amount > 0:
-        checks.append(Check("check_access", "ok", "already_refunded"))
+    refunded_in_full = row.refunded_amount >= row.amount > 0
+    if refunded_in_full:
+        checks.append(Check("check_refund", "ok", "already_refunded"))
     # Would this payment, once refunded, leave another paid purchase of the same product behind?
     as_if_refunded = SaleRow(**{**row.__dict__, "refunded_amount": row.amount})
     kept = kept_duplicate(as_if_refunded, rows, window)
+    others = _same_product_elsewhere(row, rows, window)
     if kept is not None:
-        other = kept.charge_id or kept.payment_intent_id or kept.funnel_purchase_id or "?"
         day = kept.paid_at.date().isoformat() if kept.paid_at else "?"
-        checks.append(Check("check_duplicate", "warn", "dup_yes", {"other": other, "day": day}))
-        checks.append(Check("check_access", "warn", "access_risk", {"other": other}))
+        checks.append(Check("check_duplicate", "warn", "dup_yes", {"other": _name(kept), "day": day}))
+        checks.append(Check("check_access", "warn", "access_risk", {"other": _name(kept)}))
+    elif others:
+        # The other purchases were refunded already: this one is what the customer still holds.
+        listed = ", ".join(_name(other) for other in others)
+        checks.append(Check("check_duplicate", "warn", "dup_others_refunded", {"others": listed}))
+        if not refunded_in_full:
+            checks.append(Check("check_access", "warn", "access_last_copy"))
     else:
         checks.append(Check("check_duplicate", "ok", "dup_no"))
-        checks.append(Check("check_access", "ok", "access_ok"))
+        if not refunded_in_full:
+            checks.append(Check("check_access", "ok", "access_ok"))
     label = installment_label(row)
     if label is not None:
         checks.append(Check("check_installment", "warn", "installment_note", {"label": label}))
@@ -120,14 +151,8 @@ def refund_checks(
         checks.append(Check("check_dispute", "ok", "no_dispute"))
     elif dispute.status in OPEN_DISPUTE_STATUSES:
         key = "dispute_open_refundable" if dispute.is_charge_refundable else "dispute_open"
-        checks.append(
-            Check(
-                "check_dispute",
-                "warn" if dispute.is_charge_refundable else "stop",
-                key,
-                {"status": dispute.status},
-            )
-        )
+        level = "warn" if dispute.is_charge_refundable else "stop"
+        checks.append(Check("check_dispute", level, key, {"status": dispute.status}))
     else:
         checks.append(Check("check_dispute", "ok", "dispute_closed", {"status": dispute.status}))
     return checks

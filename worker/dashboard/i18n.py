@@ -115,6 +115,16 @@ _TEXT: dict[str, tuple[str, str]] = {
         "はい：同じ商品を{day}にも購入しています（{other}）。",
     ),
     "dup_no": ("No other purchase of this product.", "同じ商品の他の購入はありません。"),
+    "dup_others_refunded": (
+        "The other purchase of this product ({others}) was refunded already: this is the one the customer"
+        " still holds.",
+        "同じ商品の他の購入（{others}）は返金済みです。顧客が保持しているのはこの購入です。",
+    ),
+    "access_last_copy": (
+        "Refunding it ends the customer's access to this product: they hold no other paid copy.",
+        "返金すると、この商品へのアクセスはなくなります（他に支払い済みの購入はありません）。",
+    ),
+    "check_refund": ("Refund", "返金"),
     "access_risk": (
         "Refunding may make the membership site revoke access the customer still paid for ({other}):"
         " re-grant it after refunding.",
