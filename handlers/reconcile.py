@@ -266,11 +266,11 @@ def _store_invoice_payments(
     payments = [row for row in rows if row["id"] in changed_ids]
     return Changed(
         charge_ids=_stored_charges_paying(session, [*payments, *invoices]),
-        # An unpaid invoice is a failed row of its own (the failed charge may not be stored): its
-        # subscription's customer learns of it even when no charge is known.
-        subscription_ids={
-            i["subscription_id"] for i in invoices if i["subscription_id"] and i["status"] != "paid"
-        },
+        # Any invoice that changed changes its plan: an unpaid one is a failed row of its own (the failed
+        # charge may not be stored), and one paid on a retry whose webhooks never came ends the plan's
+        # unpaid count and next attempt. Its subscription's customer learns of it even when no charge is
+        # known.
+        subscription_ids={i["subscription_id"] for i in invoices if i["subscription_id"]},
     )
 
 

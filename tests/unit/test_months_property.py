@@ -268,6 +268,17 @@ def test_one_month(db, standin):
     check_month(db, standin, int(ONE_MONTH or 0))
 
 
+# Months that once failed, checked on every run whatever Hypothesis draws:
+# 213324: an installment retried and paid while its webhooks were lost; the nightly run found the paid
+# invoice but refreshed nobody, so the dashboard's plan row kept its unpaid invoice.
+FOUND_BY_HYPOTHESIS = (213324,)
+
+
+@pytest.mark.parametrize("seed", FOUND_BY_HYPOTHESIS)
+def test_months_that_once_failed(db, standin, seed):
+    check_month(db, standin, seed)
+
+
 @settings(
     max_examples=MONTHS,
     deadline=None,
