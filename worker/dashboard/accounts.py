@@ -97,7 +97,7 @@ def add_user(db: Database, email: str, role: str, password: str, *, actor: str) 
 
 
 def list_users(db: Database) -> list[StaffUser]:
-    with db.session() as session:
+    with db.reading() as session:
         users = session.execute(select(StaffUser).order_by(StaffUser.email)).scalars().all()
         for user in users:
             session.expunge(user)
@@ -218,7 +218,8 @@ def _verify(password_hash: str, password: str) -> bool:
 
 
 def get_user(db: Database, user_id: int) -> StaffUser | None:
-    with db.session() as session:
+    """Read on every page view: through the reader, so it never waits for the write lock."""
+    with db.reading() as session:
         user = session.get(StaffUser, user_id)
         if user is not None:
             session.expunge(user)
