@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import sqlite3
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +27,7 @@ from typing import Any
 from sqlalchemy import case, event, func, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, Result, make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.expression import Executable
 from sqlmodel import Session, SQLModel, create_engine
@@ -33,6 +35,10 @@ from sqlmodel import Session, SQLModel, create_engine
 from models.prepared import Prepared, Rows
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
+# A pooled PostgreSQL connection is pinged before use only when it has sat idle this long (or the server
+# has sent it something meanwhile, as it does when it shuts down): under load each is reused within
+# milliseconds, and a ping before every transaction was one round trip in every event's ~20.
+PING_AFTER_IDLE_SECONDS = 1.0
 # Files that hold customer data or secrets, and the folders made for them: their owner's alone.
 PRIVATE_FILE_MODE = 0o600
 PRIVATE_DIR_MODE = 0o700
@@ -128,7 +134,10 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL", reader: bool = Fa
     url = normalise_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        engine = create_engine(url, pool_size=5, max_overflow=10)
+        _ping_when_idle(engine)
+        _results_at_once_in_pipelines(engine)
+        return engine
 
     in_memory = parsed.database in (None, "", ":memory:")
     if in_memory:
@@ -164,6 +173,140 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL", reader: bool = Fa
     return engine
 
 
+def _ping_when_idle(engine: Engine) -> None:
+    """`pool_pre_ping`, but only for a connection idle for PING_AFTER_IDLE_SECONDS or with unread input.
+
+    A connection that fails its ping is replaced (DisconnectionError: the pool connects a new one).
+    One used a moment ago that the server has since dropped without a word fails its next statement
+    instead, as any connection lost mid-transaction does: the event is retried.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _connected(_dbapi_connection, record) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(dbapi_connection, record) -> None:
+        record.info["idle_since"] = time.monotonic()
+        if dbapi_connection is not None and getattr(dbapi_connection, "autocommit", False):
+            with _suppress_driver_errors():
+                dbapi_connection.autocommit = False  # a pipelined session left it on (see below)
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection, record, _proxy) -> None:
+        idle_since = record.info.get("idle_since")
+        if (
+            idle_since is not None
+            and time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS
+            and not _has_input(dbapi_connection)
+        ):
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise DisconnectionError(f"connection failed its ping: {exc}") from exc
+
+
+def _has_input(dbapi_connection) -> bool:
+    """Whether the server sent an idle connection something (a shutdown notice, or EOF)."""
+    try:
+        return bool(select.select([dbapi_connection.fileno()], [], [], 0)[0])
+    except (OSError, ValueError, AttributeError):
+        return True
+
+
+@contextmanager
+def _suppress_driver_errors() -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:  # the connection is broken; the pool's reset or next ping deals with it
+        log.debug("ignored on a broken connection: %s", exc)
+
+
+# --- pipelined transactions (PostgreSQL) ----------------------------------------------------------
+
+# Where a pipelined session's psycopg Pipeline is kept, in its connection's `info` while it is active.
+_PIPELINE = "stripe_worker_pipeline"
+
+
+def _results_at_once_in_pipelines(engine: Engine) -> None:
+    """A statement SQLAlchemy itself runs inside a pipelined session gets its results at once.
+
+    In psycopg's pipeline mode a cursor has no `description` (nor `rowcount`) until the pipeline is
+    synced, and SQLAlchemy reads both right after executing: so its statements sync (one round trip
+    each, as without a pipeline). Only `Prepared` statements that return no rows (models/prepared.py,
+    the hot path's writes and advisory locks) are left queued, to travel with the next one that does.
+    """
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _sync(conn, _cursor, _statement, _parameters, _context, _executemany) -> None:
+        pipeline = conn.info.get(_PIPELINE)
+        if pipeline is not None:
+            pipeline.sync()
+
+
+class _PipelinedTransaction:
+    """One PostgreSQL transaction in psycopg's pipeline mode, with BEGIN and COMMIT queued too.
+
+    Statements that return no rows are sent without waiting for the server; the next one whose rows
+    are read (or the COMMIT) collects every result so far in the same round trip. The server runs them
+    in order, as it would one by one, and the first error is raised at that next read (its message is
+    the server's own; the statement SQLAlchemy names with it may be a later one). psycopg would BEGIN
+    with a round trip of its own (and sync the pipeline after it), so the connection is in autocommit
+    mode for the session and the BEGIN is queued like any statement.
+    """
+
+    def __init__(self, session: Session) -> None:
+        self.connection = session.connection()
+        self.driver = self.connection.connection.driver_connection
+        self.error = self.connection.dialect.loaded_dbapi.Error
+        self.driver.autocommit = True
+        self._mode = self.driver.pipeline()  # a context manager: entered here, left in _leave
+        self.pipeline = self._mode.__enter__()
+        self.connection.info[_PIPELINE] = self.pipeline
+        self._send("BEGIN")
+
+    def _send(self, sql: str) -> None:
+        cursor = self.driver.cursor()
+        try:
+            cursor.execute(sql)
+        finally:
+            cursor.close()
+
+    def commit(self) -> None:
+        """Queue COMMIT and leave pipeline mode: one round trip collects every result left."""
+        try:
+            self._send("COMMIT")
+            self._leave(raise_errors=True)
+        except self.error as error:
+            raise DBAPIError.instance(
+                "COMMIT", None, error, self.error, dialect=self.connection.dialect
+            ) from error
+        self._end()
+
+    def abandon(self) -> None:
+        """Leave pipeline mode after an error and roll back on the driver (SQLAlchemy's rollback that
+        follows then finds nothing to do); a connection that cannot is invalidated."""
+        try:
+            self._leave(raise_errors=False)
+            self.driver.rollback()
+            self._end()
+        except Exception:
+            self.connection.info.pop(_PIPELINE, None)
+            self.connection.invalidate()
+
+    def _leave(self, *, raise_errors: bool) -> None:
+        self.connection.info.pop(_PIPELINE, None)
+        try:
+            self._mode.__exit__(None, None, None)
+        except self.error:
+            if raise_errors:
+                raise
+
+    def _end(self) -> None:
+        self.driver.autocommit = False  # the transaction is over (IDLE): psycopg allows it
+
+
 class Database:
     """An engine plus the session factory handlers and the receiver share."""
 
@@ -177,21 +320,49 @@ class Database:
         self._turns = threading.RLock() if file_backed else None
         self._url, self._synchronous = url, sqlite_synchronous
         self._reader: Engine | None = None
+        self._autocommit: Engine | None = None
 
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        """A unit of work: committed when the block ends normally, rolled back when it raises."""
+    def session(self, *, pipelined: bool = False) -> Iterator[Session]:
+        """A unit of work: committed when the block ends normally, rolled back when it raises.
+
+        `pipelined` (PostgreSQL; ignored on SQLite): the transaction runs in psycopg's pipeline mode
+        (see _PipelinedTransaction): the worker's event transactions, which run about twenty short
+        statements, half of which return nothing.
+        """
         with self._turn(), Session(self.engine, expire_on_commit=False) as session:
+            pipeline = None
             try:
+                if pipelined and self.dialect == "postgresql":
+                    pipeline = _PipelinedTransaction(session)
                 yield session
+                if pipeline is not None:
+                    session.flush()  # ORM writes, if any, belong inside the COMMIT below
+                    pipeline.commit()
                 session.commit()
             except BaseException:
+                if pipeline is not None:
+                    pipeline.abandon()
                 session.rollback()
                 raise
+
+    @contextmanager
+    def lookups(self) -> Iterator[Session]:
+        """A session for a handler's fetch reads (a few lookups between Stripe calls): on SQLite the
+        reader engine's (no write lock, see `reading`), on PostgreSQL with no transaction at all, so
+        each SELECT is one round trip rather than four (ping, BEGIN, SELECT, ROLLBACK)."""
+        if self.dialect != "postgresql":
+            with self.reading() as session:
+                yield session
+            return
+        if self._autocommit is None:
+            self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        with Session(self._autocommit, expire_on_commit=False) as session:
+            yield session
 
     @contextmanager
     def reading(self) -> Iterator[Session]:
