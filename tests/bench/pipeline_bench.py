@@ -11,12 +11,22 @@ Everything on 127.0.0.1, started here and stopped here (also on Ctrl-C, SIGTERM 
             receiver is stopped; then ONE worker process (`python -m worker worker --processes 1
             --threads T`) drains them, and every event must end `done`.
 
+`--threads 1,2,4,8` measures each thread count in turn, each with its own ceiling runs (a no-op drain
+before the first backend and after each one; the ceiling is their median, so the ratio is always to a
+ceiling measured in the same run with the same threads). `--backends` picks the databases.
+
+`--stripe`: the realistic path. A local Stripe stand-in (`python -m stripe_standin`, empty) is
+started and the receiver and worker get STRIPE_API_KEY and STRIPE_API_BASE pointing at it, so each
+charge event takes the path it takes in production with a key: its claim committed first, its fetch
+(`handlers.payments.fetch_charge_links`: database lookups, then GET /v1/invoice_payments for the
+charge's payment intent, over HTTP) outside any transaction, then the writes. Without it no key is
+set and the handlers fetch nothing (the lower bound of the work per event).
+
 A drain is timed from the worker's first fetch (the queue's length first drops below N: worker start-up
 is not counted) to the moment no message is left waiting, delayed or unacknowledged (polled every 2 ms).
-Figures: events/s per worker process for each backend, the no-op ceiling (median of its runs, taken
-between the backends to even out a shared machine), and their ratio (target >= 0.5). The CPU the worker
-process used and the CPU the whole machine used during each drain are shown: on a machine shared with
-other work the figures are lower, and the report says how busy it was.
+Figures: events/s per worker process for each backend, the no-op ceiling, and their ratio (target
+>= 0.5). The CPU the worker process used and the CPU the whole machine used during each drain are
+shown: on a machine shared with other work the figures are lower, and the report says how busy it was.
 
 --profile then applies a further batch of stored events in this process, one at a time, under cProfile
 (the same `processing.process_event` the actor calls, without Dramatiq), and prints where the time goes.
@@ -116,6 +126,18 @@ def _tree_cpu(pid: int) -> float:
     return total
 
 
+def _named_cpu(names: tuple[str, ...]) -> float:
+    """CPU seconds of every process on the machine whose command name is one of `names` (the local
+    PostgreSQL server's backends are `postgres`): what the database itself spends."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() in names:
+                    total += _process_cpu(int(entry.name))
+    return total
+
+
 def _machine_cpu() -> float:
     """CPU seconds the whole machine has been busy (all cores, not idle or iowait)."""
     fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -126,12 +148,15 @@ def _machine_cpu() -> float:
 
 
 class Bench:
-    def __init__(self, workdir: Path, *, events: int, threads: int, deadline: float) -> None:
+    def __init__(
+        self, workdir: Path, *, events: int, threads: int, deadline: float, processes: int = 1
+    ) -> None:
         self.workdir = workdir
         self.log_dir = workdir / "logs"
         self.log_dir.mkdir()
         self.events = events
         self.threads = threads
+        self.worker_processes = processes
         self.deadline = deadline
         self.processes: list[ManagedProcess] = []
         self.redis_port = free_port()
@@ -168,6 +193,19 @@ class Bench:
                 process.stop()
         self.processes.clear()
 
+    def start_standin(self) -> None:
+        """An empty local Stripe stand-in; the receiver and worker get a key and its address."""
+        port = free_port()
+        argv = [PYTHON, "-m", "stripe_standin", "--host", "127.0.0.1", "--port", str(port)]
+        process = self.spawn("stripe-standin", argv, self.env)
+        wait_until(
+            lambda: _answers(f"http://127.0.0.1:{port}/v1/charges?limit=1"),
+            "the Stripe stand-in to answer",
+            timeout=self.remaining(30),
+            watch=[process],
+        )
+        self.env.update(STRIPE_API_KEY="sk_test_pipeline_bench", STRIPE_API_BASE=f"http://127.0.0.1:{port}")
+
     def start_redis(self) -> None:
         assert REDIS_SERVER is not None
         argv = [
@@ -175,6 +213,7 @@ class Bench:
             "--save", "", "--appendonly", "no", "--protected-mode", "yes", "--loglevel", "warning",
         ]  # fmt: skip
         process = self.spawn("redis", argv, self.env)
+        self.redis_pid = process.pid
 
         def answers() -> bool:
             with contextlib.suppress(redis.RedisError):
@@ -211,12 +250,15 @@ class Bench:
                 time.sleep(POLL_SECONDS)
             started = time.monotonic()
             machine_before, worker_before = _machine_cpu(), _tree_cpu(worker.pid)
+            postgres_before, redis_before = _named_cpu(("postgres",)), _tree_cpu(self.redis_pid)
             while self.queue_left():
                 check(f"draining ({self.queue_left()} messages left)")
                 time.sleep(POLL_SECONDS)
             seconds = time.monotonic() - started
             worker_cpu = _tree_cpu(worker.pid) - worker_before
             machine_cpu = _machine_cpu() - machine_before
+            postgres_cpu = _named_cpu(("postgres",)) - postgres_before
+            redis_cpu = _tree_cpu(self.redis_pid) - redis_before
         finally:
             self.stop(worker)
         rejected = self.redis.zcard(DEAD_LETTER_KEY)
@@ -228,6 +270,9 @@ class Bench:
             "per_second": round(n / seconds, 1),
             "worker_cpu_seconds": round(worker_cpu, 2),
             "worker_cpu_ms_per_message": round(1000 * worker_cpu / n, 3),
+            "postgres_cpu_ms_per_message": round(1000 * postgres_cpu / n, 3),
+            "redis_cpu_ms_per_message": round(1000 * redis_cpu / n, 3),
+            "machine_cpu_ms_per_message": round(1000 * machine_cpu / n, 3),
             "machine_cpu_seconds": round(machine_cpu, 2),
             "machine_busy_cores": round(machine_cpu / seconds, 2),
         }
@@ -286,7 +331,10 @@ class Bench:
             raise BenchError(f"{backend}: {len(bad)} webhooks not stored as new, e.g. {bad[:3]}")
 
         n = len(mix.events)
-        argv = [PYTHON, "-m", "worker", "worker", "--processes", "1", "--threads", str(self.threads)]
+        argv = [
+            PYTHON, "-m", "worker", "worker",
+            "--processes", str(self.worker_processes), "--threads", str(self.threads),
+        ]  # fmt: skip
         result = self.drain(f"worker-{backend}", argv, env, n)
 
         engine = make_engine(database_url)
@@ -323,8 +371,13 @@ def _mix(run: str, events: int):
 
 
 def _healthy(port: int) -> bool:
+    return _answers(f"http://127.0.0.1:{port}/healthz")
+
+
+def _answers(url: str) -> bool:
+    request = urllib.request.Request(url, headers={"Authorization": "Bearer sk_test_pipeline_bench"})
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
+        with urllib.request.urlopen(request, timeout=1) as response:
             return response.status == 200
     except OSError:
         return False
@@ -457,92 +510,135 @@ def _admin(admin_url, *statements: str) -> None:
 
 def run(args: argparse.Namespace, workdir: Path) -> dict:
     postgres_url = args.postgres_url or os.environ.get("TEST_DATABASE_URL")
+    backends = args.backends or (["sqlite", "postgresql"] if postgres_url else ["sqlite"])
+    if "postgresql" in backends and not postgres_url:
+        raise BenchError("postgresql: pass --postgres-url or set TEST_DATABASE_URL ($(scripts/postgres.sh))")
     deadline = time.monotonic() + args.timeout
-    bench = Bench(workdir, events=args.events, threads=args.threads, deadline=deadline)
+    bench = Bench(workdir, events=args.events, threads=args.threads[0], deadline=deadline)
     # The no-op actor is declared in this process too (to enqueue for it): on this Redis.
     os.environ.update({k: bench.env[k] for k in ("REDIS_URL", "BROKER", "LOG_FORMAT", "LOG_LEVEL")})
-    pg_admin = None
+    pg_admin = pg_url = None
     report: dict = {
         "events": args.events,
-        "threads": args.threads,
+        "stripe": args.stripe,
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "load_before": os.getloadavg(),
         },
-        "noop_runs": [],
-        "backends": {},
+        "by_threads": [],
         "workdir": str(workdir),
     }
+    if "sqlite" not in backends:
+        say("SQLite skipped (--backends)")
     try:
         bench.start_redis()
-        plan = [("sqlite", f"sqlite:///{workdir / 'bench.db'}")]
-        if postgres_url:
+        if args.stripe:
+            bench.start_standin()
+        plan = []
+        if "sqlite" in backends:
+            plan.append(("sqlite", None))
+        if "postgresql" in backends:
             pg_url, pg_admin = _bench_database(postgres_url)
             plan.append(("postgresql", pg_url))
-        else:
-            say("PostgreSQL skipped: pass --postgres-url or set TEST_DATABASE_URL ($(scripts/postgres.sh))")
-        say(f"no-op ceiling, run 1: {args.events} messages")
-        report["noop_runs"].append(bench.noop_ceiling())
-        for backend, url in plan:
-            say(f"{backend}: storing {args.events} events over HTTP, then one worker process drains them")
-            report["backends"][backend] = bench.pipeline(backend, url, profile_events=args.profile)
-            say(f"no-op ceiling, run {len(report['noop_runs']) + 1}")
-            report["noop_runs"].append(bench.noop_ceiling())
+        for threads in args.threads:
+            bench.threads = threads
+            part: dict = {"threads": threads, "noop_runs": [], "backends": {}}
+            report["by_threads"].append(part)
+            say(f"{threads} threads: no-op ceiling, run 1: {args.events} messages")
+            part["noop_runs"].append(bench.noop_ceiling())
+            for backend, url in plan:
+                if backend == "sqlite":
+                    url = f"sqlite:///{workdir / f'bench-{threads}.db'}"
+                say(f"{threads} threads, {backend}: storing {args.events} events over HTTP, then one worker "
+                    "process drains them")  # fmt: skip
+                part["backends"][backend] = bench.pipeline(backend, url, profile_events=args.profile)
+                if backend == "postgresql":  # a fresh database for the next thread count
+                    pg_url, pg_admin = _bench_database(postgres_url)
+                    plan[-1] = (backend, pg_url)
+                say(f"{threads} threads: no-op ceiling, run {len(part['noop_runs']) + 1}")
+                part["noop_runs"].append(bench.noop_ceiling())
+            ceiling = statistics.median(r["per_second"] for r in part["noop_runs"])
+            part["noop_ceiling_per_second"] = ceiling
+            for result in part["backends"].values():
+                result["ratio_to_noop"] = round(result["per_second"] / ceiling, 4)
     finally:
         bench.stop_all()
         if pg_admin is not None:
             with contextlib.suppress(Exception):
                 _admin(pg_admin, f"DROP DATABASE IF EXISTS {make_url(pg_url).database} WITH (FORCE)")
-    ceiling = statistics.median(r["per_second"] for r in report["noop_runs"])
-    report["noop_ceiling_per_second"] = ceiling
-    for result in report["backends"].values():
-        result["ratio_to_noop"] = round(result["per_second"] / ceiling, 4)
     command = [".venv/bin/python", "tests/bench/pipeline_bench.py", "--events", str(args.events)]
-    command += ["--threads", str(args.threads)] + (["--profile", str(args.profile)] if args.profile else [])
-    prefix = "TEST_DATABASE_URL=$(scripts/postgres.sh) " if postgres_url else ""
+    command += ["--threads", ",".join(map(str, args.threads))]
+    if args.backends:
+        command += ["--backends", ",".join(args.backends)]
+    command += ["--stripe"] if args.stripe else []
+    command += ["--profile", str(args.profile)] if args.profile else []
+    prefix = "TEST_DATABASE_URL=$(scripts/postgres.sh) " if "postgresql" in backends else ""
     report["reproduce"] = prefix + shlex.join(command)
     return report
 
 
 def print_report(report: dict) -> None:
-    ceiling = report["noop_ceiling_per_second"]
+    path = "with STRIPE_API_KEY against the local stand-in" if report["stripe"] else "no Stripe key"
     print(
-        f"\nPipeline throughput per worker process: {report['events']} events, 1 process x "
-        f"{report['threads']} threads, {report['machine']['cpus']} CPUs, "
-        f"load average before {report['machine']['load_before'][0]:.2f}"
+        f"\nPipeline throughput per worker process: {report['events']} events, {path}, "
+        f"{report['machine']['cpus']} CPUs, load average before {report['machine']['load_before'][0]:.2f}"
     )
-    runs = ", ".join(f"{r['per_second']:.0f}" for r in report["noop_runs"])
-    print(f"  no-op ceiling       {ceiling:8.0f} messages/s  (median of runs: {runs})")
-    for name, r in report["backends"].items():
-        print(
-            f"  {name:<19} {r['per_second']:8.1f} events/s    "
-            f"ratio {r['ratio_to_noop']:.3f} (target >= 0.5)  {r['seconds']:.1f}s; "
-            f"worker CPU {r['worker_cpu_ms_per_message']:.1f} ms/event; "
-            f"machine busy {r['machine_busy_cores']:.2f} of {report['machine']['cpus']} cores"
-        )
-    for name, r in report["backends"].items():
-        profile = r.get("profile")
-        if not profile:
-            continue
-        print(
-            f"\n  {name}: in-process, one thread, no Dramatiq: "
-            f"{profile['per_second_one_thread']:.1f} events/s "
-            f"({profile['ms_per_event']:.1f} ms/event under cProfile); share of profiled time:"
-        )
-        for group, share in profile["share_of_time"].items():
-            print(f"    {share:6.1%}  {group}")
-        print("  milliseconds per event spent in (cumulative, under cProfile):")
-        for label, ms in profile["ms_per_event_in"].items():
-            print(f"    {ms:6.2f}  {label}")
-        print("\n".join("    " + line for line in profile["top_cumulative"]))
+    for part in report["by_threads"]:
+        ceiling = part["noop_ceiling_per_second"]
+        runs = ", ".join(f"{r['per_second']:.0f}" for r in part["noop_runs"])
+        print(f"  1 process x {part['threads']} threads")
+        print(f"    no-op ceiling       {ceiling:8.0f} messages/s  (median of runs: {runs})")
+        for name, r in part["backends"].items():
+            print(
+                f"    {name:<19} {r['per_second']:8.1f} events/s    "
+                f"ratio {r['ratio_to_noop']:.3f} (target >= 0.5)  {r['seconds']:.1f}s; "
+                f"worker CPU {r['worker_cpu_ms_per_message']:.2f} ms/event; "
+                f"machine busy {r['machine_busy_cores']:.2f} of {report['machine']['cpus']} cores"
+            )
+            print(
+                f"{'':29}CPU per event: machine {r['machine_cpu_ms_per_message']:.2f} ms = worker "
+                f"{r['worker_cpu_ms_per_message']:.2f} + PostgreSQL {r['postgres_cpu_ms_per_message']:.2f} "
+                f"+ Redis {r['redis_cpu_ms_per_message']:.2f} + the rest"
+            )
+    for part in report["by_threads"][:1]:
+        for name, r in part["backends"].items():
+            profile = r.get("profile")
+            if not profile:
+                continue
+            print(
+                f"\n  {name}: in-process, one thread, no Dramatiq: "
+                f"{profile['per_second_one_thread']:.1f} events/s "
+                f"({profile['ms_per_event']:.1f} ms/event under cProfile); share of profiled time:"
+            )
+            for group, share in profile["share_of_time"].items():
+                print(f"    {share:6.1%}  {group}")
+            print("  milliseconds per event spent in (cumulative, under cProfile):")
+            for label, ms in profile["ms_per_event_in"].items():
+                print(f"    {ms:6.2f}  {label}")
+            print("\n".join("    " + line for line in profile["top_cumulative"]))
     print(f"\nReproduce: {report['reproduce']}")
+
+
+def _ints(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip()]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=2000, help="events (and no-op messages) per run")
-    parser.add_argument("--threads", type=int, default=4, help="threads of the one worker process")
+    parser.add_argument(
+        "--threads", type=_ints, default=[4], help="threads of the one worker process; a list: 1,2,4,8"
+    )
+    parser.add_argument(
+        "--backends",
+        type=lambda text: [b.strip() for b in text.split(",") if b.strip()],
+        default=None,
+        help="sqlite,postgresql (default: both when a PostgreSQL URL is given, else sqlite)",
+    )
+    parser.add_argument(
+        "--stripe", action="store_true", help="STRIPE_API_KEY set, against a local Stripe stand-in"
+    )
     parser.add_argument("--postgres-url", default=None, help="default: $TEST_DATABASE_URL")
     parser.add_argument(
         "--profile", type=int, default=0, metavar="N", help="profile N more events in-process"
