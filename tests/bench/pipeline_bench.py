@@ -126,16 +126,18 @@ def _tree_cpu(pid: int) -> float:
     return total
 
 
-def _named_cpu(names: tuple[str, ...]) -> float:
-    """CPU seconds of every process on the machine whose command name is one of `names` (the local
-    PostgreSQL server's backends are `postgres`): what the database itself spends."""
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if (entry / "comm").read_text().strip() in names:
-                    total += _process_cpu(int(entry.name))
-    return total
+def postmaster_of(database_url: str) -> int | None:
+    """The pid of the local PostgreSQL server behind `database_url` (the parent of this connection's
+    backend): its process tree is what that server spends, apart from any other server on the machine."""
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            backend = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                return int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    finally:
+        engine.dispose()
+    return None
 
 
 def _machine_cpu() -> float:
@@ -171,6 +173,7 @@ class Bench:
             LOG_LEVEL="INFO",
         )
         self.runs = 0
+        self.postmaster: int | None = None
 
     def remaining(self, cap: float) -> float:
         left = self.deadline - time.monotonic()
@@ -192,6 +195,10 @@ class Bench:
             with contextlib.suppress(Exception):
                 process.stop()
         self.processes.clear()
+
+    def postgres_cpu(self) -> float:
+        """CPU seconds of the bench's PostgreSQL server (0 when the bench has none)."""
+        return _tree_cpu(self.postmaster) if self.postmaster else 0.0
 
     def start_standin(self) -> None:
         """An empty local Stripe stand-in; the receiver and worker get a key and its address."""
@@ -250,14 +257,14 @@ class Bench:
                 time.sleep(POLL_SECONDS)
             started = time.monotonic()
             machine_before, worker_before = _machine_cpu(), _tree_cpu(worker.pid)
-            postgres_before, redis_before = _named_cpu(("postgres",)), _tree_cpu(self.redis_pid)
+            postgres_before, redis_before = self.postgres_cpu(), _tree_cpu(self.redis_pid)
             while self.queue_left():
                 check(f"draining ({self.queue_left()} messages left)")
                 time.sleep(POLL_SECONDS)
             seconds = time.monotonic() - started
             worker_cpu = _tree_cpu(worker.pid) - worker_before
             machine_cpu = _machine_cpu() - machine_before
-            postgres_cpu = _named_cpu(("postgres",)) - postgres_before
+            postgres_cpu = self.postgres_cpu() - postgres_before
             redis_cpu = _tree_cpu(self.redis_pid) - redis_before
         finally:
             self.stop(worker)
@@ -541,6 +548,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
         if "postgresql" in backends:
             pg_url, pg_admin = _bench_database(postgres_url)
             plan.append(("postgresql", pg_url))
+            bench.postmaster = postmaster_of(pg_url)
         for threads in args.threads:
             bench.threads = threads
             part: dict = {"threads": threads, "noop_runs": [], "backends": {}}

@@ -55,9 +55,9 @@ from tests.bench.pipeline_bench import (  # noqa: E402
     _ints,
     _machine_cpu,
     _mix,
-    _named_cpu,
     _terminate,
     _tree_cpu,
+    postmaster_of,
     say,
 )
 from tests.bench.pipeline_events import post_all  # noqa: E402
@@ -117,7 +117,7 @@ def drain(bench: Bench, database_url: str, processes: int, n: int) -> dict:
         deadline = time.monotonic() + bench.remaining(600)
         marks: dict[float, float] = {}
         machine_before, worker_before = _machine_cpu(), _tree_cpu(worker.pid)
-        postgres_before = _named_cpu(("postgres",))
+        postgres_before = bench.postgres_cpu()
         started = time.monotonic()
         bench.redis.rename(PARKED_KEY, QUEUE_KEY)
         while left := bench.queue_left():
@@ -133,7 +133,7 @@ def drain(bench: Bench, database_url: str, processes: int, n: int) -> dict:
             time.sleep(POLL_SECONDS)
         seconds = time.monotonic() - started
         worker_cpu = _tree_cpu(worker.pid) - worker_before
-        postgres_cpu = _named_cpu(("postgres",)) - postgres_before
+        postgres_cpu = bench.postgres_cpu() - postgres_before
         machine_cpu = _machine_cpu() - machine_before
     finally:
         bench.stop(worker)
@@ -155,16 +155,25 @@ def drain(bench: Bench, database_url: str, processes: int, n: int) -> dict:
     }
 
 
-def check_done(database_url: str, n: int) -> None:
+def check_done(database_url: str, n: int) -> dict:
+    """Every event `done`; and what the database holds after them (bytes per event, tables and indexes,
+    from a database that held nothing else: a first approximation of the disk a day of events takes)."""
     engine = make_engine(database_url)
     try:
         with engine.connect() as connection:
             rows = connection.exec_driver_sql("SELECT status, count(*) FROM events GROUP BY status").all()
+            connection.exec_driver_sql("CHECKPOINT")
+            size = connection.exec_driver_sql("SELECT pg_database_size(current_database())").scalar()
+            largest = connection.exec_driver_sql(
+                "SELECT relname, pg_total_relation_size(oid) FROM pg_class WHERE relkind = 'r' "
+                "AND relnamespace = 'public'::regnamespace ORDER BY 2 DESC LIMIT 4"
+            ).all()
     finally:
         engine.dispose()
     statuses = dict(rows)
     if statuses != {"done": n}:
         raise BenchError(f"events by status {statuses}, expected all {n} done")
+    return {"database_bytes": size, "largest_tables_bytes": dict(largest)}
 
 
 def redis_bytes_per_message(bench: Bench, count: int = 20_000) -> dict:
@@ -193,6 +202,26 @@ def redis_bytes_per_message(bench: Bench, count: int = 20_000) -> dict:
     return {"messages": waiting, "bytes_per_message": round((after - before) / count)}
 
 
+def _empty_size(base: str) -> int:
+    url, admin = _bench_database(base)
+    try:
+        migrated = subprocess.run(
+            [PYTHON, "-m", "worker", "migrate"], env={**os.environ, "DATABASE_URL": url}, cwd=REPO_ROOT,
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        if migrated.returncode != 0:
+            raise BenchError(f"migrate failed:\n{migrated.stderr[-3000:]}")
+        engine = make_engine(url)
+        try:
+            with engine.connect() as connection:
+                return connection.exec_driver_sql("SELECT pg_database_size(current_database())").scalar()
+        finally:
+            engine.dispose()
+    finally:
+        with contextlib.suppress(Exception):
+            _admin(admin, f"DROP DATABASE IF EXISTS {make_url(url).database} WITH (FORCE)")
+
+
 def run(args: argparse.Namespace, workdir: Path) -> dict:
     base = args.postgres_url or os.environ.get("TEST_DATABASE_URL")
     if not base:
@@ -212,10 +241,11 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
         for round_ in range(args.rounds):
             for processes in args.processes:
                 url, admin = _bench_database(base)
+                bench.postmaster = bench.postmaster or postmaster_of(url)
                 say(f"round {round_ + 1}, {processes} processes: storing {args.events} events, then draining")
                 n = store(bench, url, f"so{round_}p{processes}")
                 result = drain(bench, url, processes, n)
-                check_done(url, n)
+                report["database"] = check_done(url, n)
                 result["round"] = round_ + 1
                 report["drains"].append(result)
                 say(
@@ -244,6 +274,11 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
     for figures in summary.values():
         figures["ratio_to_first"] = round(figures["median_per_second"] / one, 3)
     report["summary"] = summary
+    if "database" in report:  # bytes per event, over an empty migrated database's own size
+        empty = report.setdefault("empty_database_bytes", _empty_size(base))
+        report["database"]["bytes_per_event"] = round(
+            (report["database"]["database_bytes"] - empty) / args.events
+        )
     command = [".venv/bin/python", "tests/bench/scaleout_bench.py", "--events", str(args.events)]
     command += ["--threads", str(args.threads), "--rounds", str(args.rounds)]
     command += ["--processes", ",".join(map(str, args.processes))]
@@ -266,6 +301,13 @@ def print_report(report: dict) -> None:
             f"workers {s['worker_cpu_ms_per_event']:.2f} ms, "
             f"PostgreSQL {s['postgres_cpu_ms_per_event']:.2f}, machine {s['machine_cpu_ms_per_event']:.2f}; "
             f"machine busy {s['machine_busy_cores']:.2f} cores"
+        )
+    database = report.get("database")
+    if database:
+        print(
+            f"  PostgreSQL: {database['bytes_per_event']} bytes per event stored (tables and indexes, "
+            f"database size over an empty one); largest: "
+            + ", ".join(f"{t} {b / 2**20:.1f} MB" for t, b in database["largest_tables_bytes"].items())
         )
     redis = report["redis"]
     print(
