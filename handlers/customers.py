@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import timedelta
 
-from sqlalchemy import bindparam, or_, select, union, update
+from sqlalchemy import bindparam, or_, select, text, union, update
 from sqlmodel import Session
 
 from handlers.access_alerts import AlertDraft, access_alert, kept_duplicate
@@ -20,7 +20,7 @@ from handlers.payment_failed_alerts import payment_failed_alert
 from handlers.plans import PlanRow, build_plans, plan_end_note
 from handlers.ranks import COUNTED_REFUND_STATUSES
 from handlers.refund_notes import refund_note_text
-from handlers.sales_view import SaleRow, SalesFacts, load_customer_facts
+from handlers.sales_view import SaleRow, SalesFacts, load_customers_facts
 from models import (
     Alert,
     Charge,
@@ -102,19 +102,10 @@ _CHARGES_OF_INTENTS = Prepared(
 )
 
 
-def _link_customer(session: Session, email: str, rows: list[SaleRow]) -> None:
-    insert_ignore(session, Customer, {"email": email, "created_at": utcnow()})
-    for stripe_customer in {r.stripe_customer_id for r in rows if r.stripe_customer_id}:
-        insert_ignore(
-            session,
-            CustomerStripeId,
-            {"stripe_customer_id": stripe_customer, "email": email, "first_seen_at": utcnow()},
-        )
-
-
-def _write_note(session: Session, email: str, refund: Refund, sale: SaleRow | None) -> None:
+def _note_values(email: str, refund: Refund, sale: SaleRow | None) -> dict:
+    """A refund's note on the customer's record (upserted by `_note_upsert`)."""
     now = utcnow()
-    values = {
+    return {
         "key": f"refund:{refund.id}",
         "email": email,
         "kind": "refund",
@@ -127,8 +118,12 @@ def _write_note(session: Session, email: str, refund: Refund, sale: SaleRow | No
         "created_at": refund.created or now,
         "updated_at": now,
     }
+
+
+def _write_note(session: Session, values: list[dict]) -> None:
+    """Upsert refund notes (`_note_values`), one batched statement for several."""
     insert = dialect_insert(session)
-    execute(session, built_once(("refund note", insert), lambda: _note_upsert(insert)), values)
+    _execute_each(session, built_once(("refund note", insert), lambda: _note_upsert(insert)), values)
 
 
 def _note_upsert(insert):
@@ -191,46 +186,44 @@ def upsert_alert(session: Session, draft: AlertDraft) -> int | None:
 _ALERT_BY_KEY = Prepared(select(Alert.__table__).where(Alert.__table__.c.key == bindparam("key")))
 
 
-def _write_plan_end(session: Session, email: str, plan: PlanRow) -> None:
-    """A cancelled or completed plan: its note on the customer's record, and when access ends."""
+def _plan_end_values(email: str, plan: PlanRow) -> tuple[dict, dict]:
+    """A cancelled or completed plan: when access ends (subscription_ends), and its note."""
     rule = (
         "plan_completed"
         if plan.status == "completed"
         else ("immediately_unpaid" if plan.unpaid_invoices else "end_of_paid_period")
     )
     now = utcnow()
-    upsert_many(
-        session,
-        SubscriptionEnd,
-        [
-            {
-                "subscription_id": plan.subscription_id,
-                "customer_email": email,
-                "stripe_customer_id": None,
-                "canceled_at": plan.canceled_at,
-                "access_ends_at": plan.access_ends_at,
-                "rule": rule,
-                "unpaid_invoices": plan.unpaid_invoices,
-                "version": 0,
-                "updated_at": now,
-            }
-        ],
-        keep_on_update=("stripe_customer_id",),
-    )
-    insert = dialect_insert(session)(CustomerNote.__table__).values(
-        key=f"subscription_end:{plan.subscription_id}",
-        email=email,
-        kind="subscription_end",
-        text=plan_end_note(plan),
-        created_at=plan.canceled_at or now,
-        updated_at=now,
-    )
-    session.connection().execute(
-        insert.on_conflict_do_update(
-            index_elements=["key"],
-            set_={"text": insert.excluded.text, "updated_at": insert.excluded.updated_at},
-            where=CustomerNote.__table__.c.text != insert.excluded.text,
-        )
+    end = {
+        "subscription_id": plan.subscription_id,
+        "customer_email": email,
+        "stripe_customer_id": None,
+        "canceled_at": plan.canceled_at,
+        "access_ends_at": plan.access_ends_at,
+        "rule": rule,
+        "unpaid_invoices": plan.unpaid_invoices,
+        "version": 0,
+        "updated_at": now,
+    }
+    note = {
+        "key": f"subscription_end:{plan.subscription_id}",
+        "email": email,
+        "kind": "subscription_end",
+        "text": plan_end_note(plan),
+        "created_at": plan.canceled_at or now,
+        "updated_at": now,
+    }
+    return end, note
+
+
+def _plan_end_note_upsert(insert):
+    table = CustomerNote.__table__
+    statement = insert(table)
+    # Only the text follows the plan: the note keeps the email it was first written for.
+    return statement.on_conflict_do_update(
+        index_elements=["key"],
+        set_={"text": statement.excluded.text, "updated_at": statement.excluded.updated_at},
+        where=table.c.text != statement.excluded.text,
     )
 
 
@@ -264,29 +257,135 @@ def _payment_failed_alerts(rows: list[SaleRow], invoices) -> list[AlertDraft]:
 def refresh_customers(
     session: Session, emails: Iterable[str], *, window: timedelta | None = None
 ) -> list[int]:
-    """Bring each customer's record up to date; return the ids of alerts to send (new or changed)."""
+    """Bring each customer's record up to date; return the ids of alerts to send (new or changed).
+
+    The customers are refreshed together (the nightly run passes a page's worth): their locks taken in
+    sorted order, their facts read with one statement per table (`load_customers_facts`), their links,
+    notes and plan ends written in batches. The result is what refreshing them one at a time in sorted
+    order gives: each write is an upsert by key whose outcome does not depend on the statement it is
+    sent in (a key met twice keeps its last value, an inserted-once row its first), and the alerts,
+    whose steps read what the steps before them wrote, are still raised and withdrawn in that order.
+    """
     from handlers.sales_rows import store_customer_rows
 
     window = window or DUPLICATE_WINDOW
-    to_send: list[int] = []
-    loaded, built = {}, {}
+    wanted = sorted({e for e in emails if e})
+    _lock_customers(session, wanted)  # see models.db.advisory_lock: sorted, before anything is read
+    loaded = load_customers_facts(session, wanted)
+    built = {email: [(part, part.view()) for part in loaded[email].by_account()] for email in wanted}
 
-    for email in sorted({e for e in emails if e}):
-        advisory_lock(session, f"customer:{email}")  # see models.db.advisory_lock
-        facts = load_customer_facts(session, email)
-        parts = [(part, part.view()) for part in facts.by_account()]
-        loaded[email], built[email] = facts, parts
-        _link_customer(session, email, [row for _, rows in parts for row in rows])
+    writes = _Writes()
+    drafts_of: dict[str, list[AlertDraft]] = {}
+    for email in wanted:
+        parts = built[email]
+        writes.link(email, [row for _, rows in parts for row in rows])
         drafts: list[AlertDraft] = []
         for part, rows in parts:
-            drafts += _update_record(session, email, part, rows, window)
+            drafts += _update_record(writes, email, part, rows, window)
+        drafts_of[email] = drafts
+    writes.flush(session)
+
+    to_send: list[int] = []
+    holding = _holding_access_alerts(session, wanted)
+    for email in wanted:
+        drafts = drafts_of[email]
         for draft in drafts:
             alert_id = upsert_alert(session, draft)
             if alert_id is not None:
                 to_send.append(alert_id)
-        to_send += _withdraw_stale_access_alerts(session, email, {d.key for d in drafts})
+            if draft.kind == "access_revocation" and draft.customer_email:
+                holding.add(draft.customer_email)
+        # Only a customer that holds a live access alert, from before or just raised, has one to withdraw.
+        if email in holding:
+            to_send += _withdraw_stale_access_alerts(session, email, {d.key for d in drafts})
     store_customer_rows(session, loaded, built)  # the dashboard's copy of the sales view
     return to_send
+
+
+def _lock_customers(session: Session, emails: list[str]) -> None:
+    """`advisory_lock` of each customer, in the given (sorted) order, in one statement."""
+    if len(emails) == 1:
+        advisory_lock(session, f"customer:{emails[0]}")
+    elif emails and session.get_bind().dialect.name == "postgresql":
+        execute(session, _ADVISORY_LOCKS, {"keys": [f"customer:{email}" for email in emails]})
+
+
+# A function scan returns the array's elements in order, so the locks are taken in the keys' order;
+# the keys are hashed as `advisory_lock` hashes them, so both take the same locks.
+_ADVISORY_LOCKS = Prepared(
+    text(
+        "SELECT count(pg_advisory_xact_lock(hashtextextended(key, 0))) "
+        "FROM unnest(CAST(:keys AS text[])) AS key"
+    )
+)
+
+
+class _Writes:
+    """A refresh's links, notes and plan ends, gathered in refresh order and written in batches.
+
+    A key met twice is written once with what the last write would have left (an insert-once row:
+    the first), so one batched statement never touches a row twice (PostgreSQL refuses that).
+    """
+
+    def __init__(self) -> None:
+        self.customers: dict[str, dict] = {}
+        self.links: dict[str, dict] = {}
+        self.notes: dict[str, dict] = {}
+        self.ends: dict[str, dict] = {}
+        self.end_notes: dict[str, dict] = {}
+
+    def link(self, email: str, rows: list[SaleRow]) -> None:
+        now = utcnow()
+        self.customers.setdefault(email, {"email": email, "created_at": now})
+        for stripe_customer in sorted({r.stripe_customer_id for r in rows if r.stripe_customer_id}):
+            self.links.setdefault(
+                stripe_customer, {"stripe_customer_id": stripe_customer, "email": email, "first_seen_at": now}
+            )
+
+    def note(self, email: str, refund: Refund, sale: SaleRow | None) -> None:
+        values = _note_values(email, refund, sale)
+        earlier = self.notes.get(values["key"])
+        if earlier is not None:  # the first write inserted it (created_at); the last one's says the rest
+            values["created_at"] = earlier["created_at"]
+        self.notes[values["key"]] = values
+
+    def plan_end(self, email: str, plan: PlanRow) -> None:
+        end, note = _plan_end_values(email, plan)
+        self.ends[plan.subscription_id] = end  # every column but the key follows the last write
+        earlier = self.end_notes.get(note["key"])
+        if earlier is not None:  # the note keeps its first email and date; its text follows the last
+            note.update(email=earlier["email"], created_at=earlier["created_at"])
+        self.end_notes[note["key"]] = note
+
+    def flush(self, session: Session) -> None:
+        insert = dialect_insert(session)
+        if self.customers:
+            _insert_ignore_many(session, Customer, list(self.customers.values()), ("email",))
+        if self.links:
+            _insert_ignore_many(session, CustomerStripeId, list(self.links.values()), ("stripe_customer_id",))
+        if self.notes:
+            _write_note(session, list(self.notes.values()))
+        if self.ends:
+            upsert_many(
+                session, SubscriptionEnd, list(self.ends.values()), keep_on_update=("stripe_customer_id",)
+            )
+            statement = built_once(("plan end note", insert), lambda: _plan_end_note_upsert(insert))
+            _execute_each(session, statement, list(self.end_notes.values()))
+
+
+def _execute_each(session: Session, statement: Prepared, values: list[dict]) -> None:
+    """One row: the prepared statement; several: one batched statement (models.db.execute)."""
+    execute(session, statement, values[0] if len(values) == 1 else values)
+
+
+def _insert_ignore_many(session: Session, model, values: list[dict], keys: tuple[str, ...]) -> None:
+    """`insert_ignore` of each row (INSERT ... ON CONFLICT DO NOTHING), in one batched statement."""
+    table, insert = model.__table__, dialect_insert(session)
+    statement = built_once(
+        ("ignore many", insert, table.name, tuple(values[0]), keys),
+        lambda: insert(table).on_conflict_do_nothing(index_elements=list(keys)),
+    )
+    _execute_each(session, statement, values)
 
 
 def _withdraw_stale_access_alerts(session: Session, email: str, live: set[str]) -> list[int]:
@@ -297,14 +396,7 @@ def _withdraw_stale_access_alerts(session: Session, email: str, live: set[str]) 
     to act on it know; if its cause comes back (a late event), the next refresh reopens it.
     """
     alerts = Alert.__table__
-    stale = execute(
-        session,
-        select(alerts.c.id, alerts.c.key, alerts.c.refund_id, alerts.c.message).where(
-            alerts.c.customer_email == email,
-            alerts.c.kind == "access_revocation",
-            alerts.c.state.is_distinct_from("withdrawn"),
-        ),
-    ).all()
+    stale = execute(session, _LIVE_ACCESS_ALERTS, {"email": email}).all()
     withdrawn = []
     now = utcnow()
     for alert in stale:
@@ -332,8 +424,34 @@ def _withdraw_stale_access_alerts(session: Session, email: str, live: set[str]) 
     return withdrawn
 
 
+def _holding_access_alerts(session: Session, emails: list[str]) -> set[str]:
+    """Which of these customers hold an access alert that is not withdrawn (what the next can withdraw)."""
+    if not emails:
+        return set()
+    return set(execute(session, _HOLDING_ACCESS_ALERTS, {"emails": emails}).scalars())
+
+
+_alerts = Alert.__table__
+_LIVE_ACCESS_ALERTS = Prepared(
+    select(_alerts.c.id, _alerts.c.key, _alerts.c.refund_id, _alerts.c.message).where(
+        _alerts.c.customer_email == bindparam("email"),
+        _alerts.c.kind == "access_revocation",
+        _alerts.c.state.is_distinct_from("withdrawn"),
+    )
+)
+_HOLDING_ACCESS_ALERTS = Prepared(
+    select(_alerts.c.customer_email)
+    .where(
+        _alerts.c.customer_email.in_(bindparam("emails", expanding=True)),
+        _alerts.c.kind == "access_revocation",
+        _alerts.c.state.is_distinct_from("withdrawn"),
+    )
+    .distinct()
+)
+
+
 def _update_record(
-    session: Session, email: str, facts: SalesFacts, rows: list[SaleRow], window: timedelta
+    writes: _Writes, email: str, facts: SalesFacts, rows: list[SaleRow], window: timedelta
 ) -> list[AlertDraft]:
     """One account's part of a customer's record: refund notes and plan-end notes written, the alerts
     the facts call for returned as drafts."""
@@ -341,7 +459,7 @@ def _update_record(
     by_charge = {r.charge_id: r for r in rows if r.charge_id}
     refunds_by_charge: dict[str, list[Refund]] = {}
     for refund in (r for r in facts.refunds if r.charge in by_charge):
-        _write_note(session, email, refund, by_charge.get(refund.charge))
+        writes.note(email, refund, by_charge.get(refund.charge))
         refunds_by_charge.setdefault(refund.charge, []).append(refund)
     for charge_id, charge_refunds in refunds_by_charge.items():
         sale = by_charge[charge_id]
@@ -355,7 +473,7 @@ def _update_record(
     drafts += _payment_failed_alerts(rows, facts.invoices)
     for plan in build_plans(facts, rows):
         if plan.status in ("completed", "cancelled"):
-            _write_plan_end(session, email, plan)
+            writes.plan_end(email, plan)
     return drafts
 
 

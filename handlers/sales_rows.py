@@ -202,21 +202,43 @@ def _joined(all_facts: Iterable[SalesFacts]) -> SalesFacts:
 
 
 def _replace(session: Session, emails: list[str], values: list[dict[str, Any]]) -> None:
-    """Delete the customers' rows and every other row of the same payments; insert `values`."""
-    if emails:
-        execute(session, _DELETE_BY_EMAIL, {"emails": emails})
-    charge_ids = sorted({v["charge_id"] for v in values if v["charge_id"]})
-    if charge_ids:
-        execute(session, _DELETE_BY_CHARGE, {"ids": charge_ids})
+    """Make the customers' rows, and every other row of the same payments, exactly `values`.
+
+    Which rows are replaced: the customers' own, any row of the same charges, and rows without an email
+    of the same payment intents, funnel purchases or (without a charge) invoices. Of those, a row equal
+    in every column to one of `values` stays as it is; the others are deleted and the rest of `values`
+    inserted. A refresh mostly rebuilds rows that did not change (a customer's earlier payments, each
+    time a page adds one), and rewriting them cost more than reading them: deleting and inserting
+    touches every index of the table. Rows that share a position are rewritten together, in the
+    view's order, so `ORDER BY position, id` keeps giving the view's order.
+    """
     keys = {
+        "emails": emails,
+        "ids": sorted({v["charge_id"] for v in values if v["charge_id"]}),
         "intents": sorted({v["payment_intent_id"] for v in values if v["payment_intent_id"]}),
         "purchases": sorted({v["funnel_purchase_id"] for v in values if v["funnel_purchase_id"]}),
         "invoices": sorted({v["invoice_id"] for v in values if v["invoice_id"]}),
     }
-    if any(keys.values()):
-        execute(session, _DELETE_UNOWNED_BY_KEY, {name: ids or [""] for name, ids in keys.items()})
-    if values:
-        _insert(session, values)
+    if not any(keys.values()):
+        return
+    stored: dict[tuple, list[int]] = {}
+    for row in execute(session, _REPLACED, keys):
+        stored.setdefault(row[1:], []).append(row[0])
+    positions: dict[str, int] = {}
+    for value in values:
+        positions[value["position"]] = positions.get(value["position"], 0) + 1
+    new = []
+    for value in values:
+        kept = stored.get(tuple(value[name] for name in _COMPARED))
+        if kept and positions[value["position"]] == 1:
+            kept.pop()
+        else:
+            new.append(value)
+    gone = sorted(row_id for ids in stored.values() for row_id in ids)
+    for start in range(0, len(gone), INSERT_BATCH):
+        execute(session, _DELETE_BY_ID, {"ids": gone[start : start + INSERT_BATCH]})
+    if new:
+        _insert(session, new)
 
 
 def _replace_plans(session: Session, emails: list[str], values: list[dict[str, Any]]) -> None:
@@ -351,17 +373,24 @@ def _ids(name: str):
 
 
 _INSERT = Prepared(insert(_rows))
-_DELETE_BY_EMAIL = Prepared(delete(_rows).where(_rows.c.customer_email.in_(_ids("emails"))))
-_DELETE_BY_CHARGE = Prepared(delete(_rows).where(_rows.c.charge_id.in_(_ids("ids"))))
-_DELETE_UNOWNED = Prepared(delete(_rows).where(_rows.c.customer_email.is_(None)))
-_DELETE_UNOWNED_BY_KEY = Prepared(
-    delete(_rows).where(
-        _rows.c.customer_email.is_(None),
-        _rows.c.payment_intent_id.in_(_ids("intents"))
-        | _rows.c.funnel_purchase_id.in_(_ids("purchases"))
-        | (_rows.c.charge_id.is_(None) & _rows.c.invoice_id.in_(_ids("invoices"))),
+# Every column but the id, in the order `_REPLACED` returns them after it.
+_COMPARED = (*SALE_FIELDS, "account", "position")
+_REPLACED = Prepared(
+    select(_rows.c.id, *(_rows.c[name] for name in _COMPARED)).where(
+        _rows.c.customer_email.in_(_ids("emails"))
+        | _rows.c.charge_id.in_(_ids("ids"))
+        | (
+            _rows.c.customer_email.is_(None)
+            & (
+                _rows.c.payment_intent_id.in_(_ids("intents"))
+                | _rows.c.funnel_purchase_id.in_(_ids("purchases"))
+                | (_rows.c.charge_id.is_(None) & _rows.c.invoice_id.in_(_ids("invoices")))
+            )
+        )
     )
 )
+_DELETE_BY_ID = Prepared(delete(_rows).where(_rows.c.id.in_(_ids("ids"))))
+_DELETE_UNOWNED = Prepared(delete(_rows).where(_rows.c.customer_email.is_(None)))
 
 _INSERT_PLANS = Prepared(insert(_plans))
 _DELETE_PLANS_BY_EMAIL = Prepared(delete(_plans).where(_plans.c.customer_email.in_(_ids("emails"))))
