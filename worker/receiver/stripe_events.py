@@ -8,6 +8,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 # Matched with fullmatch: `$` alone would also accept a trailing newline ("evt_x\n").
 _EVENT_ID = re.compile(r"evt_[A-Za-z0-9_]{1,250}")
 _EVENT_TYPE = re.compile(r"[a-z0-9_]+(\.[a-z0-9_]+){1,5}")
@@ -123,8 +125,50 @@ def _strings(value: Any):
             yield from _strings(item)
 
 
+# 19 digits in a row: a number that may be beyond 64 bits (orjson reads integers up to 2**64 - 1 as
+# int and larger ones as float, where the strict decoder refuses both), or a float with more digits
+# than a double holds. Such a body (or one with such a run in a string) takes the strict decoder.
+# Found with bytes.translate and `in` (a few µs for 3 KB): re's [0-9]{19} costs ten times more on
+# bodies full of shorter digit runs (times, amounts), as Stripe's are.
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_DIGITS = b"0" * 19
+
+
+# orjson reads arrays and objects nested up to 1,024 deep; the strict decoder (and the worker's own
+# json.loads, later) only as deep as Python's recursion limit allows where it runs, a little under
+# 1,000. A body with fewer opening brackets than this (in strings too) cannot be nested deeper; one
+# with more takes the strict decoder, so what the receiver accepts stays what the worker can read.
+_MAX_OPENERS_FOR_ORJSON = 500
+
+
+def _has_long_digit_run(body: bytes) -> bool:
+    return _LONG_DIGITS in body.translate(_DIGITS_AS_ZERO)
+
+
+def _orjson_reads_as_strict(body: bytes) -> bool:
+    """Whether orjson's verdict on `body` is the strict decoder's (see the two checks above)."""
+    return body.count(b"[") + body.count(b"{") < _MAX_OPENERS_FOR_ORJSON and not _has_long_digit_run(body)
+
+
 def parse_event(body: bytes | str) -> ParsedEvent:
-    """Parse and check a webhook body; raises NotAStripeEvent with a short reason a caller can show."""
+    """Parse and check a webhook body; raises NotAStripeEvent with a short reason a caller can show.
+
+    A body first goes through orjson (a fraction of the strict decoder's time for a 3 KB event).
+    orjson refuses everything the strict decoder refuses except integers beyond 64 bits and nesting
+    deeper than Python reads: bodies that could hold either take the strict decoder
+    (`_orjson_reads_as_strict`). Whatever orjson refuses is parsed again by the strict decoder, so a
+    refused body gets the same exception and message either way.
+    """
+    if isinstance(body, bytes) and _orjson_reads_as_strict(body):
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            # orjson checked the UTF-8 and refused a byte-order mark, as decode_body does.
+            text = body.decode("utf-8")
+            check_storable(text, document)
+            return event_from_dict(document)
     text = decode_body(body) if isinstance(body, bytes) else body
     document = parse_json(text)
     check_storable(text, document)
