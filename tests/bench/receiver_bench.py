@@ -20,6 +20,10 @@ Every figure is for this machine only; other processes' CPU use during each phas
 busy machine is reported loudly, because the client, Redis and the server share its cores (on a shared
 machine, --wait-quiet N waits up to N s before each phase for the others to go idle).
 
+Needs redis-server and wrk (Debian/Ubuntu: `apt-get install -y redis-server wrk`; run as root, the
+benchmark installs a missing wrk itself). Without wrk the closed loop falls back to a Python client that
+needs more CPU per request than wrk, so both apps' throughput is understated.
+
 Run from the repository root:
     .venv/bin/python tests/bench/receiver_bench.py            # ~1.5 minutes
     .venv/bin/python tests/bench/receiver_bench.py --json     # the figures as one JSON document

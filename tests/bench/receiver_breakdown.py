@@ -5,11 +5,13 @@ webhook at a time (no concurrency, no HTTP client), and reports mean wall and CP
 webhook, and the wall-time p99 and maximum (a COMMIT that also checkpoints the WAL shows there), for:
 
   verify            worker.receiver.signature.verify
-  parse             worker.receiver.stripe_events.parse_event
+  parse             worker.receiver.stripe_events.parse_event (orjson, checked against the strict decoder)
+  parse, strict     the strict json decoder alone (what parse_event did before orjson)
   store (FULL)      worker.receiver.intake.store_event: one SQLAlchemy session, INSERT ... ON CONFLICT, COMMIT
   store (NORMAL)    the same with PRAGMA synchronous=NORMAL
   raw sqlite3       the same INSERT and COMMIT through the sqlite3 module (FULL): SQLite's own share
   enqueue           actors.process_event.send (Dramatiq's Redis broker: EVALSHA of its dispatch script)
+  enqueue_many/16   worker.jobs.broker.enqueue_many, 16 at a time (the receiver's way), per message
   redis LPUSH       one plain LPUSH with redis-py (what the baseline does instead)
   app, in-process   the whole Starlette app called as ASGI (no network), store FULL + enqueue
 
@@ -77,9 +79,16 @@ def run(count: int, workdir: Path, redis_port: int) -> list[dict]:
     from models.migrate import upgrade
     from worker import runtime
     from worker.jobs import actors
+    from worker.jobs.broker import enqueue_many
     from worker.receiver.intake import store_event
     from worker.receiver.signature import verify
-    from worker.receiver.stripe_events import parse_event
+    from worker.receiver.stripe_events import (
+        check_storable,
+        decode_body,
+        event_from_dict,
+        parse_event,
+        parse_json,
+    )
     from worker.receiver.web import app_from_settings
 
     factory = WebhookFactory(TEST_SECRET, seed=3)
@@ -94,6 +103,13 @@ def run(count: int, workdir: Path, redis_port: int) -> list[dict]:
     results.append(timed("verify", count, lambda i: verify(hooks[i].body, hooks[i].signature, secrets,
                                                            tolerance_seconds=300)))  # fmt: skip
     results.append(timed("parse", count, lambda i: parse_event(hooks[i].body)))
+
+    def strict(i: int) -> None:
+        text = decode_body(hooks[i].body)
+        check_storable(text, document := parse_json(text))
+        event_from_dict(document)
+
+    results.append(timed("parse, strict decoder only", count, strict))
 
     for mode in ("FULL", "NORMAL"):
         db = Database(f"sqlite:///{workdir / f'store-{mode}.db'}", sqlite_synchronous=mode)
@@ -135,6 +151,17 @@ def run(count: int, workdir: Path, redis_port: int) -> list[dict]:
     hooks, events = fresh(count)
     send = actors.process_event.send
     results.append(timed("enqueue (Dramatiq send)", count, lambda i: send(events[i].id, "")))
+    keys = [(e.id, "") for e in events]
+    batches = count // 16
+
+    def send_16(i: int) -> None:
+        enqueue_many(actors.broker, actors.process_event, keys[16 * i : 16 * i + 16])
+
+    batch = timed("enqueue_many, 16 per call", batches, send_16)
+    for field in ("wall_us", "cpu_us"):
+        batch[field] = round(batch[field] / 16, 1)
+    batch["step"] = "enqueue_many, 16 per call (per message)"
+    results.append(batch)
     plain = redis.Redis(host="127.0.0.1", port=redis_port, db=3)
     results.append(timed("redis LPUSH (redis-py)", count, lambda i: plain.lpush("plain", events[i].id)))
     plain.close()

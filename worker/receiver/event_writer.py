@@ -47,6 +47,8 @@ READINESS_PROBE_TIMEOUT_SECONDS = RECEIVER_BUSY_TIMEOUT_MS / 1000 + 3
 # The row the write probe inserts and deletes in one transaction: no webhook can carry this id or
 # account (Stripe's are evt_/acct_ followed by letters and digits, the funnel's cfevt_ and hex).
 PROBE_KEY = ("receiver:write-probe", "receiver:write-probe")
+# Set in a pooled connection's `info` once it has the receiver's busy timeout.
+_BUSY_TIMEOUT_SET = "event_writer_busy_timeout"
 
 T = TypeVar("T")
 
@@ -107,6 +109,8 @@ class EventWriter:
             "ON CONFLICT (id, account) DO NOTHING"
         )
         self._delete_probe = f"DELETE FROM events WHERE id = {placeholder} AND account = {placeholder}"
+        self._values = f"({', '.join([placeholder] * len(_COLUMNS))})"
+        self._insert_sql: dict[int, str] = {}  # batch size -> its INSERT (at most MAX_BATCH of them)
 
         # The last write's outcome (a batch or a probe), written by the writer thread only.
         self.last_write_error: str | None = None
@@ -186,18 +190,43 @@ class EventWriter:
             self._settle(probes, results=[True] * len(probes))
 
     def _store(self, batch: list[_Pending]) -> list[bool]:
+        """Insert the batch in one statement and commit it; for each event, whether it was new.
+
+        One multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING id, account: the rows it returns are
+        the new ones (an id twice in one batch: the first is new, the second a duplicate, as when each
+        row was inserted on its own). On SQLite the statement is its own transaction (the connection is
+        in autocommit mode): one call into SQLite, which releases the GIL once for the insert and its
+        commit, instead of once per row plus BEGIN and COMMIT; each of those waits for the event loop
+        to give the GIL back.
+        """
         # Rows first, outside the transaction: nothing about one event can then fail the others.
         now = datetime.now(UTC).replace(tzinfo=None)  # stored as naive UTC, like UTCDateTime does
-        rows = [self._row(pending, now) for pending in batch]
+        params: list = []
+        for pending in batch:
+            params.extend(self._row(pending, now))
+        sql = self._insert_many(len(batch))
 
         def insert(cursor) -> list[bool]:
+            cursor.execute(sql, params)
+            inserted = set(map(tuple, cursor.fetchall()))
             results = []
-            for row in rows:
-                cursor.execute(self._insert, row)
-                results.append(cursor.rowcount == 1)
+            for pending in batch:
+                key = (pending.event.id, pending.event.account)
+                results.append(key in inserted)
+                inserted.discard(key)  # the same id later in this batch is a duplicate
             return results
 
-        return self._transaction(insert)
+        return self._transaction(insert, single_statement=True)
+
+    def _insert_many(self, count: int) -> str:
+        sql = self._insert_sql.get(count)
+        if sql is None:
+            sql = self._insert_sql[count] = (
+                f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES "
+                + ", ".join([self._values] * count)
+                + " ON CONFLICT (id, account) DO NOTHING RETURNING id, account"
+            )
+        return sql
 
     def _probe(self) -> None:
         """Insert the probe row and delete it, committed: a real write that leaves nothing behind."""
@@ -212,8 +241,12 @@ class EventWriter:
 
         self._transaction(insert_and_delete)
 
-    def _transaction(self, work: Callable[[Any], T]) -> T:
-        """Run `work(cursor)` in one committed transaction on a pooled connection."""
+    def _transaction(self, work: Callable[[Any], T], *, single_statement: bool = False) -> T:
+        """Run `work(cursor)` in one committed transaction on a pooled connection.
+
+        `single_statement`: `work` runs one statement, which on SQLite is then its own transaction
+        (autocommit) rather than wrapped in BEGIN IMMEDIATE ... COMMIT.
+        """
         sqlite = self.db.dialect == "sqlite"
         if not self.writer_healthy:
             # While writes fail, other threads (readiness, metrics) may pool connections opened in the
@@ -224,20 +257,28 @@ class EventWriter:
         cursor = connection.cursor()
         try:
             if sqlite:
-                # Stripe waits for our answer: a database locked for longer than this gets a 503
-                # (Stripe retries) rather than holding its request for the pool's default 30 s.
-                cursor.execute(f"PRAGMA busy_timeout = {RECEIVER_BUSY_TIMEOUT_MS}")
-                cursor.execute("BEGIN IMMEDIATE")  # the connection is in autocommit mode (models/db.py)
+                if not connection.info.get(_BUSY_TIMEOUT_SET):
+                    # Stripe waits for our answer: a database locked for longer than this gets a 503
+                    # (Stripe retries) rather than holding its request for the pool's default 30 s.
+                    cursor.execute(f"PRAGMA busy_timeout = {RECEIVER_BUSY_TIMEOUT_MS}")
+                    connection.info[_BUSY_TIMEOUT_SET] = True
+                explicit = not single_statement or connection.dbapi_connection.in_transaction
+                if explicit:
+                    cursor.execute("BEGIN IMMEDIATE")  # the connection is in autocommit mode (models/db.py)
             result = work(cursor)
             if sqlite:
-                cursor.execute("COMMIT")
+                if explicit:
+                    cursor.execute("COMMIT")
             else:
                 connection.commit()
             return result
         except BaseException:
             # A broken connection cannot roll back: closing it (below) rolls back.
             with contextlib.suppress(Exception):
-                cursor.execute("ROLLBACK") if sqlite else connection.rollback()
+                if not sqlite:
+                    connection.rollback()
+                elif connection.dbapi_connection.in_transaction:
+                    cursor.execute("ROLLBACK")
             with contextlib.suppress(Exception):
                 cursor.close()
             # Even when the rollback worked, the connection may be the cause (opened read-only, on a
