@@ -522,12 +522,15 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
         raise BenchError("postgresql: pass --postgres-url or set TEST_DATABASE_URL ($(scripts/postgres.sh))")
     deadline = time.monotonic() + args.timeout
     bench = Bench(workdir, events=args.events, threads=args.threads[0], deadline=deadline)
+    if args.unpipelined:
+        bench.env["WORKER_PIPELINED_TRANSACTIONS"] = "0"
     # The no-op actor is declared in this process too (to enqueue for it): on this Redis.
     os.environ.update({k: bench.env[k] for k in ("REDIS_URL", "BROKER", "LOG_FORMAT", "LOG_LEVEL")})
     pg_admin = pg_url = None
     report: dict = {
         "events": args.events,
         "stripe": args.stripe,
+        "unpipelined": args.unpipelined,
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
@@ -580,6 +583,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
     if args.backends:
         command += ["--backends", ",".join(args.backends)]
     command += ["--stripe"] if args.stripe else []
+    command += ["--unpipelined"] if args.unpipelined else []
     command += ["--profile", str(args.profile)] if args.profile else []
     prefix = "TEST_DATABASE_URL=$(scripts/postgres.sh) " if "postgresql" in backends else ""
     report["reproduce"] = prefix + shlex.join(command)
@@ -646,6 +650,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--stripe", action="store_true", help="STRIPE_API_KEY set, against a local Stripe stand-in"
+    )
+    parser.add_argument(
+        "--unpipelined",
+        action="store_true",
+        help="the worker's PostgreSQL transactions one statement at a time (to compare)",
     )
     parser.add_argument("--postgres-url", default=None, help="default: $TEST_DATABASE_URL")
     parser.add_argument(

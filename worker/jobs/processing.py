@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import traceback
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -39,9 +40,10 @@ log = logging.getLogger(__name__)
 # is dead at once, with the error, rather than retried for an hour. Replay re-runs it after a fix.
 PAYLOAD_SHAPE_ERRORS = (TypeError, AttributeError, KeyError, ValueError, OverflowError)
 
-# Event transactions in psycopg's pipeline mode on PostgreSQL (models.db.Database.session). Off only in
-# tests/bench/process_cost.py --compare, which measures what it saves.
-PIPELINED_TRANSACTIONS = True
+# Event transactions in psycopg's pipeline mode on PostgreSQL (models.db.Database.session). Turned off
+# only by the benchmarks that measure what it changes (tests/bench/process_cost.py --compare,
+# tests/bench/pipeline_bench.py --unpipelined, which sets this variable for the worker).
+PIPELINED_TRANSACTIONS = os.environ.get("WORKER_PIPELINED_TRANSACTIONS", "1") != "0"
 
 
 class EventGaveUp(Exception):
