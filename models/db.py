@@ -259,11 +259,14 @@ class _PipelinedTransaction:
     def __init__(self, session: Session) -> None:
         self.connection = session.connection()
         self.driver = self.connection.connection.driver_connection
+        # The connection's own dict, kept: SQLAlchemy refuses `connection.info` once it has invalidated
+        # the connection (a lost server), which is when abandon() must still clean up.
+        self.info = self.connection.info
         self.error = self.connection.dialect.loaded_dbapi.Error
         self.driver.autocommit = True
         self._mode = self.driver.pipeline()  # a context manager: entered here, left in _leave
         self.pipeline = self._mode.__enter__()
-        self.connection.info[_PIPELINE] = self.pipeline
+        self.info[_PIPELINE] = self.pipeline
         self._send("BEGIN")
 
     def _send(self, sql: str) -> None:
@@ -292,13 +295,17 @@ class _PipelinedTransaction:
             self.driver.rollback()
             self._end()
         except Exception:
-            self.connection.info.pop(_PIPELINE, None)
-            self.connection.invalidate()
+            if not self.connection.invalidated:
+                with _suppress_driver_errors():
+                    self.connection.invalidate()
 
     def _leave(self, *, raise_errors: bool) -> None:
-        self.connection.info.pop(_PIPELINE, None)
+        self.info.pop(_PIPELINE, None)
+        mode, self._mode = self._mode, None
+        if mode is None:
+            return
         try:
-            self._mode.__exit__(None, None, None)
+            mode.__exit__(None, None, None)
         except self.error:
             if raise_errors:
                 raise

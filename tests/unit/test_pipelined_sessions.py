@@ -9,6 +9,7 @@ rolls back what was queued, and the connection goes back to the pool usable (not
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -92,6 +93,22 @@ def test_an_error_in_a_queued_write_surfaces_at_the_next_read_and_nothing_is_com
     assert _autocommit_of_pooled(db) in (False, None)
 
 
+def test_a_connection_lost_inside_a_pipelined_session_raises_the_loss_and_is_replaced(db: Database):
+    if db.dialect != "postgresql":
+        pytest.skip("PostgreSQL's pool")
+    own = Database(db.engine.url.render_as_string(hide_password=False))
+    try:
+        with pytest.raises(DBAPIError) as raised, own.session(pipelined=True) as session:
+            upsert_newer(session, Charge, _charge("ch_lost"))
+            session.connection().execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
+        assert raised.value.connection_invalidated or "terminat" in str(raised.value)
+        with own.session(pipelined=True) as session:  # a new connection, in a normal state
+            assert session.connection().execute(text("SELECT 1")).scalar() == 1
+        assert _amounts(db) == {}
+    finally:
+        own.dispose()
+
+
 def test_a_python_error_rolls_back_the_queued_writes(db: Database):
     with pytest.raises(RuntimeError), db.session(pipelined=True) as session:
         upsert_newer(session, Charge, _charge("ch_p4"))
@@ -125,6 +142,10 @@ def test_a_connection_the_server_dropped_while_idle_is_replaced_before_use(db: D
             pid = session.connection().execute(text("SELECT pg_backend_pid()")).scalar_one()
         with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as other:
             other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            gone = text("SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = :pid")
+            deadline = time.monotonic() + 10
+            while not other.execute(gone, {"pid": pid}).scalar() and time.monotonic() < deadline:
+                time.sleep(0.01)  # the backend has exited (and closed its socket) once it is not listed
         # The terminated connection is back in the pool and was used a moment ago: the server's notice
         # of its end is what its checkout notices (models.db._has_input), so it is pinged, fails and is
         # replaced, and the session never sees it.
