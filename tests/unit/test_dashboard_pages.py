@@ -225,3 +225,21 @@ def test_amounts_in_yen_have_no_decimals_and_times_follow_display_timezone(month
     if "jpy" in month.truth.gross:
         assert re.search(r"¥[\d,]+(?!\.\d)", page)
         assert not re.search(r"¥[\d,]+\.\d", page)
+
+
+def test_sales_filtered_by_a_whole_email_show_that_customers_payments_only(month_db):
+    db, month = month_db
+    client = signed_in(db, "viewer")
+    email = max(
+        {s.customer_email for s in month.truth.sales},
+        key=lambda e: sum(s.customer_email == e for s in month.truth.sales),
+    )
+    theirs = [s for s in month.truth.sales if s.customer_email == email]
+    export = client.get("/app/sales.csv", params={"customer": f"  {email.upper()} "}).text
+    rows = list(csv.DictReader(io.StringIO(export)))
+    assert sorted(r["charge_id"] for r in rows) == sorted(s.charge_id for s in theirs)
+    # Part of an address still finds by substring.
+    local = email.split("@")[0]
+    assert len(
+        list(csv.DictReader(io.StringIO(client.get("/app/sales.csv", params={"customer": local}).text)))
+    ) >= len(theirs)
