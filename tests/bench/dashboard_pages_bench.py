@@ -45,7 +45,8 @@ TARGET_MS = 200
 TARGETED = (
     "overview",
     "sales, page 1",
-    "sales, a customer",
+    "sales, part of an email",
+    "sales, one email",
     "sales, June in Tokyo",
     "sales, page 500",
     "customer page",
@@ -119,7 +120,8 @@ def pages(customer: str) -> dict[str, str]:
     return {
         "overview": "/app/",
         "sales, page 1": "/app/sales",
-        "sales, a customer": f"/app/sales?customer={customer.split('@')[0]}",
+        "sales, part of an email": f"/app/sales?customer={customer.split('@')[0]}",
+        "sales, one email": f"/app/sales?customer={customer}",
         "sales, June in Tokyo": "/app/sales?from=2026-06-01&to=2026-06-30",
         "sales, page 500": "/app/sales?page=500",
         "customer page": f"/app/customers/{customer}",
