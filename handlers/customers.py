@@ -311,10 +311,14 @@ def _lock_customers(session: Session, emails: list[str]) -> None:
 
 
 # A function scan returns the array's elements in order, so the locks are taken in the keys' order;
-# the keys are hashed as `advisory_lock` hashes them, so both take the same locks.
+# the keys are hashed as `advisory_lock` hashes them, so both take the same locks. The same statement
+# makes the transaction plan each statement for its own lists: the batch statements
+# (handlers.sales_view.ByDialect) have one SQL text whatever the lists hold, and a plan kept for them
+# from when the tables were small (a sequential scan) would be kept as they grow.
 _ADVISORY_LOCKS = Prepared(
     text(
-        "SELECT count(pg_advisory_xact_lock(hashtextextended(key, 0))) "
+        "SELECT set_config('plan_cache_mode', 'force_custom_plan', true), "
+        "count(pg_advisory_xact_lock(hashtextextended(key, 0))) "
         "FROM unnest(CAST(:keys AS text[])) AS key"
     )
 )

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import func, or_, select, union
+from sqlalchemy import func, or_, select, text, union
 from sqlmodel import Session, col
 
 from handlers.customers import emails_for_charges, emails_for_refunds, raise_alert, refresh_customers
@@ -57,6 +57,7 @@ from models import (
     upsert_many,
 )
 from models.db import execute
+from models.prepared import Prepared
 from models.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -438,6 +439,20 @@ def _has_unowned_charges(session: Session, charge_ids: Iterable[str]) -> bool:
 
 # --- the run ------------------------------------------------------------------------------------------
 
+
+def _plan_for_these_lists(session: Session) -> None:
+    """PostgreSQL: plan each statement of this page's transaction for its own lists of ids.
+
+    psycopg prepares a statement run five times, and PostgreSQL may then keep one generic plan for it.
+    A first run fills the tables as it goes, so a plan made while they were nearly empty (a sequential
+    scan) would be kept while they grow to the whole history: whole-table scans on every page.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        execute(session, _CUSTOM_PLANS)
+
+
+_CUSTOM_PLANS = Prepared(text("SELECT set_config('plan_cache_mode', 'force_custom_plan', true)"))
+
 Progress = Callable[[str, int], None]
 
 
@@ -482,6 +497,7 @@ class _Run:
         )
         for page in read_ahead(pages, name=f"reconcile-{resource.name}"):
             with self.db.session() as session:
+                _plan_for_these_lists(session)
                 changed = _store_page(
                     session, resource.name, page, account=account, version=self.version, counts=self.counts
                 )

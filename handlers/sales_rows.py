@@ -33,7 +33,14 @@ from sqlalchemy import bindparam, delete, insert, select
 from sqlmodel import Session
 
 from handlers.plans import PlanRow, build_plans
-from handlers.sales_view import EARLIEST, SaleRow, SalesFacts, load_all_facts, load_customer_facts
+from handlers.sales_view import (
+    EARLIEST,
+    ByDialect,
+    SaleRow,
+    SalesFacts,
+    load_all_facts,
+    load_customer_facts,
+)
 from models import (
     Charge,
     Dispute,
@@ -222,7 +229,7 @@ def _replace(session: Session, emails: list[str], values: list[dict[str, Any]]) 
     if not any(keys.values()):
         return
     stored: dict[tuple, list[int]] = {}
-    for row in execute(session, _REPLACED, keys):
+    for row in execute(session, _REPLACED(session), keys):
         stored.setdefault(row[1:], []).append(row[0])
     positions: dict[str, int] = {}
     for value in values:
@@ -236,7 +243,7 @@ def _replace(session: Session, emails: list[str], values: list[dict[str, Any]]) 
             new.append(value)
     gone = sorted(row_id for ids in stored.values() for row_id in ids)
     for start in range(0, len(gone), INSERT_BATCH):
-        execute(session, _DELETE_BY_ID, {"ids": gone[start : start + INSERT_BATCH]})
+        execute(session, _DELETE_BY_ID(session), {"ids": gone[start : start + INSERT_BATCH]})
     if new:
         _insert(session, new)
 
@@ -375,21 +382,21 @@ def _ids(name: str):
 _INSERT = Prepared(insert(_rows))
 # Every column but the id, in the order `_REPLACED` returns them after it.
 _COMPARED = (*SALE_FIELDS, "account", "position")
-_REPLACED = Prepared(
-    select(_rows.c.id, *(_rows.c[name] for name in _COMPARED)).where(
-        _rows.c.customer_email.in_(_ids("emails"))
-        | _rows.c.charge_id.in_(_ids("ids"))
+_REPLACED = ByDialect(
+    lambda in_: select(_rows.c.id, *(_rows.c[name] for name in _COMPARED)).where(
+        in_(_rows.c.customer_email, "emails")
+        | in_(_rows.c.charge_id, "ids")
         | (
             _rows.c.customer_email.is_(None)
             & (
-                _rows.c.payment_intent_id.in_(_ids("intents"))
-                | _rows.c.funnel_purchase_id.in_(_ids("purchases"))
-                | (_rows.c.charge_id.is_(None) & _rows.c.invoice_id.in_(_ids("invoices")))
+                in_(_rows.c.payment_intent_id, "intents")
+                | in_(_rows.c.funnel_purchase_id, "purchases")
+                | (_rows.c.charge_id.is_(None) & in_(_rows.c.invoice_id, "invoices"))
             )
         )
     )
 )
-_DELETE_BY_ID = Prepared(delete(_rows).where(_rows.c.id.in_(_ids("ids"))))
+_DELETE_BY_ID = ByDialect(lambda in_: delete(_rows).where(in_(_rows.c.id, "ids")))
 _DELETE_UNOWNED = Prepared(delete(_rows).where(_rows.c.customer_email.is_(None)))
 
 _INSERT_PLANS = Prepared(insert(_plans))

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import ARRAY, any_, bindparam, cast, select
 from sqlmodel import Session
 
 from handlers.matching import FunnelRecord, Matches, Payment, match
@@ -556,10 +556,12 @@ def _load_batch(session: Session, emails: list[str]) -> dict[str, SalesFacts]:
     if len(emails) == 1:
         return {emails[0]: load_customer_facts(session, emails[0])}
     purchases_of = _grouped(
-        execute(session, _PURCHASES_BY_EMAILS, {"emails": emails}).all(), "customer_email"
+        execute(session, _PURCHASES_BY_EMAILS(session), {"emails": emails}).all(), "customer_email"
     )
-    invoices_of = _grouped(execute(session, _INVOICES_BY_EMAILS, {"emails": emails}).all(), "customer_email")
-    links_of = _grouped(execute(session, _LINKS_BY_EMAILS, {"emails": emails}).all(), "email")
+    invoices_of = _grouped(
+        execute(session, _INVOICES_BY_EMAILS(session), {"emails": emails}).all(), "customer_email"
+    )
+    links_of = _grouped(execute(session, _LINKS_BY_EMAILS(session), {"emails": emails}).all(), "email")
 
     subscriptions_of: dict[str, set[str]] = {}
     for email in emails:
@@ -568,7 +570,7 @@ def _load_batch(session: Session, emails: list[str]) -> dict[str, SalesFacts]:
         subscriptions_of[email] = subscriptions
     all_subscriptions = sorted(set().union(*subscriptions_of.values()))
     more_of = _grouped(
-        execute(session, _INVOICES_BY_SUBSCRIPTION, {"ids": all_subscriptions}).all()
+        execute(session, _INVOICES_OF_SUBSCRIPTIONS(session), {"ids": all_subscriptions}).all()
         if all_subscriptions
         else [],
         "subscription_id",
@@ -585,7 +587,7 @@ def _load_batch(session: Session, emails: list[str]) -> dict[str, SalesFacts]:
 
     all_invoice_ids = sorted({i.id for invoices in invoices_by_email.values() for i in invoices})
     payments_of = _grouped(
-        execute(session, _INVOICE_PAYMENTS_BY_INVOICE, {"ids": all_invoice_ids}).all()
+        execute(session, _PAYMENTS_OF_INVOICES(session), {"ids": all_invoice_ids}).all()
         if all_invoice_ids
         else [],
         "invoice_id",
@@ -619,7 +621,7 @@ def _load_batch(session: Session, emails: list[str]) -> dict[str, SalesFacts]:
             emails_by_intent[intent].append(email)
     charges = execute(
         session,
-        _CHARGES_OF_CUSTOMERS,
+        _CHARGES_OF_CUSTOMERS(session),
         {"emails": emails, "ids": sorted(emails_by_id) or [""], "intents": sorted(emails_by_intent) or [""]},
     ).all()
     wanted_emails = set(emails)
@@ -636,10 +638,10 @@ def _load_batch(session: Session, emails: list[str]) -> dict[str, SalesFacts]:
     paid_of = {email: {c.id for c in charges_by_email[email]} | funnel_of[email] for email in emails}
     all_paid = sorted(set().union(*paid_of.values()))
     refunds_of = _grouped(
-        execute(session, _REFUNDS_BY_CHARGE, {"ids": all_paid}).all() if all_paid else [], "charge"
+        execute(session, _REFUNDS_OF_CHARGES(session), {"ids": all_paid}).all() if all_paid else [], "charge"
     )
     disputes_of = _grouped(
-        execute(session, _DISPUTES_BY_CHARGE, {"ids": all_paid}).all() if all_paid else [], "charge"
+        execute(session, _DISPUTES_OF_CHARGES(session), {"ids": all_paid}).all() if all_paid else [], "charge"
     )
 
     customers_of: dict[str, set[str]] = {}
@@ -651,7 +653,9 @@ def _load_batch(session: Session, emails: list[str]) -> dict[str, SalesFacts]:
     all_customers = sorted(set().union(*customers_of.values(), *linked_of.values()))
     subscriptions = (
         execute(
-            session, _SUBSCRIPTIONS_BY, {"ids": all_subscriptions or [""], "customers": all_customers or [""]}
+            session,
+            _SUBSCRIPTIONS_BY(session),
+            {"ids": all_subscriptions or [""], "customers": all_customers or [""]},
         ).all()
         if all_subscriptions or all_customers
         else []
@@ -670,7 +674,9 @@ def _load_batch(session: Session, emails: list[str]) -> dict[str, SalesFacts]:
         unseen_of[email] = sorted({s.id for s in subscriptions_by_email[email]} - seen)
     all_unseen = sorted(set().union(*unseen_of.values()))
     unseen_invoices = _grouped(
-        execute(session, _INVOICES_BY_SUBSCRIPTION, {"ids": all_unseen}).all() if all_unseen else [],
+        execute(session, _INVOICES_OF_SUBSCRIPTIONS(session), {"ids": all_unseen}).all()
+        if all_unseen
+        else [],
         "subscription_id",
     )
 
@@ -692,31 +698,60 @@ def _load_batch(session: Session, emails: list[str]) -> dict[str, SalesFacts]:
     return loaded
 
 
-_PURCHASES_BY_EMAILS = Prepared(
-    select(FunnelPurchase.__table__).where(
-        FunnelPurchase.__table__.c.customer_email.in_(bindparam("emails", expanding=True))
+def _in_list(column, name: str):
+    """`column IN (:name...)`, the list expanded into one parameter per item (SQLite)."""
+    return column.in_(bindparam(name, expanding=True))
+
+
+def _in_array(column, name: str):
+    """`column = ANY(:name)`, the list sent as one array (PostgreSQL): the same SQL for every length,
+    so the server parses and plans it once per connection (psycopg prepares it) instead of per page,
+    and an index serves it however many items the list has."""
+    return column == any_(cast(bindparam(name), ARRAY(column.type)))
+
+
+class ByDialect:
+    """A statement over lists of keys, built both ways: IN lists on SQLite, arrays on PostgreSQL."""
+
+    def __init__(self, build) -> None:
+        self.lists, self.arrays = Prepared(build(_in_list)), Prepared(build(_in_array))
+
+    def __call__(self, session: Session) -> Prepared:
+        return self.arrays if session.get_bind().dialect.name == "postgresql" else self.lists
+
+
+_purchases, _invoices, _links = FunnelPurchase.__table__, Invoice.__table__, CustomerStripeId.__table__
+_charges, _subscriptions = Charge.__table__, Subscription.__table__
+_PURCHASES_BY_EMAILS = ByDialect(
+    lambda in_: select(_purchases).where(in_(_purchases.c.customer_email, "emails"))
+)
+_INVOICES_BY_EMAILS = ByDialect(
+    lambda in_: select(_invoices).where(in_(_invoices.c.customer_email, "emails"))
+)
+_LINKS_BY_EMAILS = ByDialect(
+    lambda in_: select(_links.c.email, _links.c.stripe_customer_id).where(in_(_links.c.email, "emails"))
+)
+_INVOICES_OF_SUBSCRIPTIONS = ByDialect(
+    lambda in_: select(_invoices).where(in_(_invoices.c.subscription_id, "ids"))
+)
+_PAYMENTS_OF_INVOICES = ByDialect(
+    lambda in_: select(InvoicePayment.__table__).where(in_(InvoicePayment.__table__.c.invoice_id, "ids"))
+)
+_REFUNDS_OF_CHARGES = ByDialect(
+    lambda in_: select(Refund.__table__).where(in_(Refund.__table__.c.charge, "ids"))
+)
+_DISPUTES_OF_CHARGES = ByDialect(
+    lambda in_: select(Dispute.__table__).where(in_(Dispute.__table__.c.charge, "ids"))
+)
+_SUBSCRIPTIONS_BY = ByDialect(
+    lambda in_: select(_subscriptions).where(
+        in_(_subscriptions.c.id, "ids") | in_(_subscriptions.c.customer, "customers")
     )
 )
-_INVOICES_BY_EMAILS = Prepared(
-    select(Invoice.__table__).where(
-        Invoice.__table__.c.customer_email.in_(bindparam("emails", expanding=True))
-    )
-)
-_LINKS_BY_EMAILS = Prepared(
-    select(CustomerStripeId.__table__.c.email, CustomerStripeId.__table__.c.stripe_customer_id).where(
-        CustomerStripeId.__table__.c.email.in_(bindparam("emails", expanding=True))
-    )
-)
-_SUBSCRIPTIONS_BY = Prepared(
-    select(Subscription.__table__).where(
-        Subscription.__table__.c.id.in_(bindparam("ids", expanding=True))
-        | Subscription.__table__.c.customer.in_(bindparam("customers", expanding=True))
-    )
-)
-_CHARGES_OF_CUSTOMERS = Prepared(
-    select(Charge.__table__).where(
-        Charge.__table__.c.customer_email.in_(bindparam("emails", expanding=True))
-        | Charge.__table__.c.id.in_(bindparam("ids", expanding=True))
-        | Charge.__table__.c.payment_intent.in_(bindparam("intents", expanding=True))
+_CHARGES_OF_CUSTOMERS = ByDialect(
+    lambda in_: select(_charges).where(
+        in_(_charges.c.customer_email, "emails")
+        | in_(_charges.c.id, "ids")
+        | in_(_charges.c.payment_intent, "intents")
     )
 )
