@@ -88,6 +88,7 @@ def test_a_healthy_setup_prints_one_line_per_check_and_exits_0_when_only_warning
         "OK",
         "OK",
         "OK",
+        "OK",
         "WARN",
         "OK",
     ]
@@ -192,6 +193,7 @@ def test_redis_that_does_not_answer_fails_without_showing_its_password(database_
         ({"funnel_webhook_token": "short-token"}, "funnel token", "FAIL", "refuses to start"),
         ({"funnel_webhook_token": "a" * 20}, "funnel token", "WARN", "20 characters"),
         ({"funnel_webhook_token": None}, "funnel token", "WARN", "/webhooks/funnel is off"),
+        ({"host": "0.0.0.0"}, "dashboard", "WARN", "over plain HTTP"),  # noqa: S104 (a setting's value)
     ],
 )
 def test_each_settings_problem_gets_its_own_line_with_what_to_do(database_url, changes, name, status, says):
@@ -201,6 +203,19 @@ def test_each_settings_problem_gets_its_own_line_with_what_to_do(database_url, c
     assert found.status == status and says in found.detail and found.hint
     secrets = [value for value in changes.values() if isinstance(value, str)]
     assert not any(secret in doctor.format_checks(checks) for secret in secrets)
+
+
+@pytest.mark.parametrize(
+    ("changes", "says"),
+    [
+        ({"host": "127.0.0.1"}, "on 127.0.0.1 only"),
+        ({"host": "0.0.0.0", "dashboard_secure_cookies": True}, "HTTPS only"),  # noqa: S104
+    ],
+)
+def test_the_dashboard_cookie_is_fine_on_loopback_or_with_secure_cookies(database_url, changes, says):
+    with stripe_answers(200, EVENTS_PAGE):
+        found = by_name(doctor.run_doctor(settings(database_url, **changes)))["dashboard"]
+    assert found.status == "OK" and says in found.detail
 
 
 def test_without_a_usable_key_stripe_is_not_called_at_all(database_url):

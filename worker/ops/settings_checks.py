@@ -15,7 +15,30 @@ _MAKE_TOKEN = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 
 def settings_checks(settings: Settings) -> list[Check]:
-    return [webhook_secret(settings), api_key(settings), alert_webhook(settings), funnel_token(settings)]
+    return [
+        webhook_secret(settings),
+        api_key(settings),
+        alert_webhook(settings),
+        funnel_token(settings),
+        dashboard_cookies(settings),
+    ]
+
+
+def dashboard_cookies(settings: Settings) -> Check:
+    """The staff dashboard's session cookie: only over HTTPS once anyone beyond this machine can reach it."""
+    name = "dashboard"
+    local = settings.host in ("127.0.0.1", "localhost", "::1")
+    if settings.dashboard_secure_cookies:
+        return Check(name, OK, "session cookies are sent over HTTPS only")
+    if local:
+        return Check(name, OK, f"served on {settings.host} only (plain HTTP is fine on this machine)")
+    return Check(
+        name,
+        WARN,
+        "HOST is not a loopback address: /app/ is reachable beyond this machine, with session cookies"
+        " allowed over plain HTTP",
+        "serve the web process behind HTTPS and set DASHBOARD_SECURE_COOKIES=true",
+    )
 
 
 def webhook_secret(settings: Settings) -> Check:
