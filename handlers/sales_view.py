@@ -8,13 +8,14 @@ core; `load_sales_view` reads the database and calls it.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ARRAY, any_, bindparam, cast, select
+from sqlalchemy import ARRAY, String, TypeDecorator, any_, bindparam, cast, func, select
 from sqlmodel import Session
 
 from handlers.matching import FunnelRecord, Matches, Payment, match
@@ -698,9 +699,22 @@ def _load_batch(session: Session, emails: list[str]) -> dict[str, SalesFacts]:
     return loaded
 
 
+class _JSONArray(TypeDecorator):
+    """A list of keys sent to SQLite as one JSON text (read back by `json_each`)."""
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        return json.dumps(list(value))
+
+
 def _in_list(column, name: str):
-    """`column IN (:name...)`, the list expanded into one parameter per item (SQLite)."""
-    return column.in_(bindparam(name, expanding=True))
+    """`column IN (SELECT value FROM json_each(:name))` (SQLite): the list sent as one JSON text, so the
+    SQL is the same for every length. IN lists expanded per item made new SQL for each combination of
+    lengths, and the statement cache (models/prepared.py) kept each one: memory grew with the run."""
+    keys = func.json_each(bindparam(name, type_=_JSONArray())).table_valued("value")
+    return column.in_(select(keys.c.value).scalar_subquery())
 
 
 def _in_array(column, name: str):
