@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import statistics
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,14 +29,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from sqlalchemy import insert  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
 from handlers.sales_rows import rebuild_sales_rows  # noqa: E402
 from handlers.sales_view import load_all_facts  # noqa: E402
 from models import Alert, Database, Event  # noqa: E402
-from models.db import normalise_url  # noqa: E402
-from tests.bench.sales_page_bench import _admin, generate, percentile, store  # noqa: E402
+from tests.bench.sales_page_bench import generate, percentile, scratch_database, store  # noqa: E402
 
 PASSWORD = "bench password 12345"
 TARGET_MS = 200
@@ -205,22 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    given = os.environ.get("DATABASE_URL")
-    admin = None
-    with tempfile.TemporaryDirectory(prefix="dashboard-bench-") as folder:
-        if given and not given.startswith("sqlite"):
-            url = make_url(normalise_url(given))
-            name = f"{url.database}_dashboard_bench"
-            admin = url.set(database="postgres").render_as_string(hide_password=False)
-            _admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
-            target = url.set(database=name).render_as_string(hide_password=False)
-        else:
-            target = given or f"sqlite:///{folder}/dashboard-bench.db"
-        try:
-            result = run(target, args.payments, args.runs, args.baseline_runs, args.plans_runs)
-        finally:
-            if admin is not None:
-                _admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database("dashboard_bench") as target:
+        result = run(target, args.payments, args.runs, args.baseline_runs, args.plans_runs)
     print(json.dumps(result, indent=2)) if args.json else report(result)
     return 0
 

@@ -31,6 +31,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -388,6 +390,25 @@ def report(result: dict) -> None:
     print(f"  target p95 < 200 ms: {'met' if worst < 200 else 'MISSED'} (worst p95 {worst:.1f} ms)")
 
 
+@contextmanager
+def scratch_database(suffix: str) -> Iterator[str]:
+    """A database of the bench's own: a SQLite file in a temporary folder, or, when DATABASE_URL names a
+    PostgreSQL server, `<name>_<suffix>` made afresh there and dropped afterwards."""
+    given = os.environ.get("DATABASE_URL")
+    with tempfile.TemporaryDirectory(prefix=f"{suffix}-") as folder:
+        if not given or given.startswith("sqlite"):
+            yield given or f"sqlite:///{folder}/{suffix}.db"
+            return
+        url = make_url(normalise_url(given))
+        name = f"{url.database}_{suffix}"
+        admin = url.set(database="postgres").render_as_string(hide_password=False)
+        _admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
+        try:
+            yield url.set(database=name).render_as_string(hide_password=False)
+        finally:
+            _admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--payments", type=int, default=100_000)
@@ -395,22 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-runs", type=int, default=1)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    given = os.environ.get("DATABASE_URL")
-    admin = None
-    with tempfile.TemporaryDirectory(prefix="sales-bench-") as folder:
-        if given and not given.startswith("sqlite"):
-            url = make_url(normalise_url(given))
-            name = f"{url.database}_sales_bench"
-            admin = url.set(database="postgres").render_as_string(hide_password=False)
-            _admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
-            target = url.set(database=name).render_as_string(hide_password=False)
-        else:
-            target = given or f"sqlite:///{folder}/sales-bench.db"
-        try:
-            result = run(target, args.payments, args.runs, args.baseline_runs)
-        finally:
-            if admin is not None:
-                _admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database("sales_bench") as target:
+        result = run(target, args.payments, args.runs, args.baseline_runs)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
