@@ -108,9 +108,11 @@ def sales(
 
 @sales_app.command("rebuild")
 def rebuild(json_output: Json = False) -> None:
-    """Rebuild the dashboard's copy of the sales view (the sales_rows table) from every stored fact.
+    """Rebuild the dashboard's copies of the sales view and plans (sales_rows, plan_rows) from every
+    stored fact.
 
-    Needed once after the migration that adds it; customer refreshes keep it current from then on.
+    Needed once after upgrading a database that already holds sales; customer refreshes keep both
+    current from then on.
     """
     import time
 
