@@ -28,14 +28,12 @@ from unittest import mock
 from urllib.parse import quote
 
 import httpx
-from sqlalchemy.engine import make_url
 
 from models import Database
-from models.db import make_engine, normalise_url
 from models.migrate import upgrade
 from tests.integration import stack as integration
 from tests.integration.faults_helpers import AlertSink
-from tests.integration.stack import PYTHON, REDIS_SERVER, Stack, wait_until
+from tests.integration.stack import PYTHON, REDIS_SERVER, Stack, stack_database_url, wait_until
 
 # Debian's packages put them here; override for another layout (never a downloaded browser).
 CHROMIUM = os.environ.get("CHROMIUM_BINARY", "/usr/bin/chromium")
@@ -114,17 +112,7 @@ def browser_database_url(root: Path) -> str:
 
     Its own name: the integration stack's `<db>_stack` may be alive in the same pytest session.
     """
-    base = os.environ.get("TEST_DATABASE_URL")
-    if not base:
-        return f"sqlite:///{root / 'dashboard.db'}"
-    url = make_url(normalise_url(base))
-    name = f"{url.database}_browser"
-    admin = make_engine(url.set(database="postgres").render_as_string(hide_password=False))
-    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        connection.exec_driver_sql(f"CREATE DATABASE {name}")
-    admin.dispose()
-    return url.set(database=name).render_as_string(hide_password=False)
+    return stack_database_url(root / "dashboard.db", suffix="browser")
 
 
 # --- the story ---------------------------------------------------------------------------------------

@@ -473,8 +473,9 @@ class Stack:
         return snapshot
 
 
-def stack_database_url(sqlite_path: Path) -> str:
-    """SQLite in the stack's folder; or, on the PostgreSQL leg, a database of its own, emptied.
+def stack_database_url(sqlite_path: Path, suffix: str = "stack") -> str:
+    """SQLite at `sqlite_path`; or, on the PostgreSQL leg, a database of its own (`<db>_<suffix>`),
+    emptied.
 
     Its own database keeps the long-lived stack processes clear of the unit tests' tables.
     """
@@ -482,7 +483,7 @@ def stack_database_url(sqlite_path: Path) -> str:
     if not base:
         return f"sqlite:///{sqlite_path}"
     url = make_url(normalise_url(base))
-    name = f"{url.database}_stack"
+    name = f"{url.database}_{suffix}"
     admin = make_engine(url.set(database="postgres").render_as_string(hide_password=False))
     with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
