@@ -8,12 +8,18 @@ ended ones are listed too; their latest invoice expanded). Each page is upserted
 together with the run's cursor for that account and resource, so a run that dies resumes where it
 stopped. Objects read from the API are the current state: they win over any event older than the run.
 
-After each page the customers whose records the page changed are refreshed, as a webhook would have
-done (notes, dispute, payment-failed and access alerts, plan ends): through new or changed charges,
-refunds, invoices and invoice payments, disputes (by the disputed charge) and subscriptions. Objects
-already stored as Stripe describes them refresh nobody, so running the same window twice changes
-nothing. Objects are streamed page by page: memory does not grow with the number of charges, and the
-report is computed with SQL aggregates for the same reason (handlers/reconcile_report.py).
+The customers whose records the pages changed are refreshed once each, after every list is stored,
+as a webhook would have done (notes, dispute, payment-failed and access alerts, plan ends, the
+dashboard's rows). A page remembers what it changed (new or changed charges, refunds, invoices and
+invoice payments, disputes, subscriptions) in `reconcile_pending`, in the page's own transaction; the
+end of the run finds whose they are and refreshes them in batches, each batch forgetting its keys as it
+commits, so a run that dies resumes the refreshes too, and a later run of any window finishes what a
+dead one left. Refreshing after every page instead re-read each customer's history once per page that
+touched them (about three times a customer), two thirds of a first run's time; an alert that a later
+page would have changed is now raised once, in its final state. Objects already stored as Stripe
+describes them remember nothing, so running the same window twice changes nothing. Objects are
+streamed page by page: memory does not grow with the number of charges, and the report is computed
+with SQL aggregates for the same reason (handlers/reconcile_report.py).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import func, or_, select, text, union
+from sqlalchemy import bindparam, func, or_, select, text, union
 from sqlmodel import Session, col
 
 from handlers.customers import emails_for_charges, emails_for_refunds, raise_alert, refresh_customers
@@ -51,12 +57,13 @@ from models import (
     FunnelPurchase,
     Invoice,
     InvoicePayment,
+    ReconcilePending,
     ReconcileRun,
     Refund,
     Subscription,
     upsert_many,
 )
-from models.db import execute
+from models.db import built_once, dialect_insert, execute
 from models.prepared import Prepared
 from models.types import utcnow
 
@@ -65,6 +72,11 @@ log = logging.getLogger(__name__)
 OVERLAP = timedelta(hours=48)
 PLATFORM = ""  # the `account` of rows from the platform's own Stripe account
 FOUND_LISTED = 200  # found payments the report names; it counts them all
+# Pending keys resolved to customers per transaction, and customers refreshed per transaction: large
+# enough that each statement of a refresh serves many customers, small enough that a transaction holds
+# a few hundred customers' locks and histories.
+FIND_BATCH = 1000
+REFRESH_BATCH = 250
 
 
 class StripeLister(Protocol):
@@ -402,31 +414,66 @@ def _emails_of_subscriptions(session: Session, subscription_ids: set[str]) -> se
     return {email for (email,) in execute(session, query) if email}
 
 
-def _refresh(session: Session, changed: Changed) -> list[int]:
-    """Refresh the customers the page concerns; return the alerts to send (new or changed)."""
-    emails = set(changed.emails)
-    emails |= emails_for_charges(session, changed.charge_ids)
-    emails |= _emails_of_subscriptions(session, changed.subscription_ids)
-    unplaced = []
-    for dispute_id, charge_id in sorted(changed.disputes.items()):
-        disputed_by = emails_for_charges(session, [charge_id]) if charge_id else set()
-        emails |= disputed_by
-        if not disputed_by:
-            unplaced.append(dispute_id)
-    raised = refresh_customers(session, emails)
-    if unplaced or _has_unowned_charges(session, changed.charge_ids):
-        store_unowned_rows(session)  # the dashboard's rows of payments nobody's refresh reaches
-    for dispute_id in unplaced:
-        # Nobody to put it on yet (as with a webhook): raised as it stands; the charge's arrival,
-        # by a webhook or a later run, completes it in place.
-        dispute = session.get(Dispute, dispute_id)
-        charge = session.get(Charge, dispute.charge) if dispute.charge else None
-        alert_id = raise_alert(
-            session, dispute_alert(dispute, None, None, charge.description if charge else None)
+def _remember(session: Session, changed: Changed) -> None:
+    """Keep what a page changed, in its transaction, for the customer refreshes at the end of the run."""
+    keys = {("email", email) for email in changed.emails if email}
+    keys |= {("charge", charge_id) for charge_id in changed.charge_ids}
+    keys |= {("subscription", subscription_id) for subscription_id in changed.subscription_ids}
+    keys |= {("dispute", dispute_id) for dispute_id in changed.disputes}
+    _add_pending(session, keys)
+
+
+def _add_pending(session: Session, keys: Iterable[tuple[str, str]]) -> None:
+    values = [{"kind": kind, "key": key} for kind, key in sorted(keys)]
+    if values:
+        statement = built_once(
+            ("reconcile pending", dialect_insert(session)),
+            lambda: dialect_insert(session)(ReconcilePending.__table__).on_conflict_do_nothing(),
         )
-        if alert_id is not None:
-            raised.append(alert_id)
-    return raised
+        execute(session, statement, values[0] if len(values) == 1 else values)
+
+
+def _take_pending(session: Session, kind: str, limit: int) -> list[str]:
+    """Up to `limit` pending keys of a kind, in order, and forget them (in this transaction: a run that
+    dies before committing keeps them)."""
+    keys = list(execute(session, _PENDING_OF_KIND, {"kind": kind, "limit": limit}).scalars())
+    if keys:
+        execute(session, _FORGET_PENDING, {"kind": kind, "keys": keys})
+    return keys
+
+
+_pending = ReconcilePending.__table__.c
+_PENDING_OF_KIND = Prepared(
+    select(_pending.key)
+    .where(_pending.kind == bindparam("kind"))
+    .order_by(_pending.key)
+    .limit(bindparam("limit"))
+)
+_FORGET_PENDING = Prepared(
+    ReconcilePending.__table__.delete().where(
+        _pending.kind == bindparam("kind"), _pending.key.in_(bindparam("keys", expanding=True))
+    )
+)
+
+
+def _find_customers(session: Session, kind: str, keys: list[str]) -> set[tuple[str, str]]:
+    """The pending keys that replace these: the customers they concern (emails), a dispute whose
+    customer is unknown (kept as it is), and whether payments nobody owns were among them."""
+    if kind == "charge":
+        found = {("email", email) for email in emails_for_charges(session, keys)}
+        if _has_unowned_charges(session, keys):
+            found.add(("unowned", ""))
+        return found
+    if kind == "subscription":
+        return {("email", email) for email in _emails_of_subscriptions(session, set(keys))}
+    # disputes, by the disputed charge
+    found = set()
+    disputed = dict(execute(session, _DISPUTED_CHARGES, {"ids": keys}).all())
+    for dispute_id in keys:
+        charge_id = disputed.get(dispute_id)
+        emails = emails_for_charges(session, [charge_id]) if charge_id else set()
+        found |= {("email", email) for email in emails} or {("unplaced_dispute", dispute_id)}
+    return found
 
 
 def _has_unowned_charges(session: Session, charge_ids: Iterable[str]) -> bool:
@@ -435,6 +482,54 @@ def _has_unowned_charges(session: Session, charge_ids: Iterable[str]) -> bool:
         return False
     query = select(Charge.id).where(col(Charge.id).in_(ids), col(Charge.customer_email).is_(None)).limit(1)
     return session.exec(query).first() is not None
+
+
+_DISPUTED_CHARGES = Prepared(
+    select(Dispute.__table__.c.id, Dispute.__table__.c.charge).where(
+        Dispute.__table__.c.id.in_(bindparam("ids", expanding=True))
+    )
+)
+
+
+def _raise_unplaced_dispute(session: Session, dispute_id: str) -> int | None:
+    """A dispute whose customer is unknown: raised as it stands (as with a webhook); the charge's
+    arrival, by a webhook or a later run, completes it in place."""
+    dispute = session.get(Dispute, dispute_id)
+    if dispute is None:
+        return None
+    charge = session.get(Charge, dispute.charge) if dispute.charge else None
+    return raise_alert(session, dispute_alert(dispute, None, None, charge.description if charge else None))
+
+
+def _find_step(session: Session, kind: str) -> tuple[list[str], list[int]]:
+    keys = _take_pending(session, kind, FIND_BATCH)
+    if keys:
+        _add_pending(session, _find_customers(session, kind, keys))
+    return keys, []
+
+
+def _refresh_step(session: Session) -> tuple[list[str], list[int]]:
+    emails = _take_pending(session, "email", REFRESH_BATCH)
+    return emails, refresh_customers(session, emails) if emails else []
+
+
+def _unplaced_disputes_step(session: Session) -> tuple[list[str], list[int]]:
+    disputes = _take_pending(session, "unplaced_dispute", FIND_BATCH)
+    raised = []
+    for dispute_id in disputes:
+        alert_id = _raise_unplaced_dispute(session, dispute_id)
+        if alert_id is not None:
+            raised.append(alert_id)
+    if disputes:
+        _add_pending(session, {("unowned", "")})  # their charges' rows, if stored, are nobody's
+    return disputes, raised
+
+
+def _unowned_rows_step(session: Session) -> tuple[list[str], list[int]]:
+    unowned = _take_pending(session, "unowned", 1)
+    if unowned:
+        store_unowned_rows(session)  # the dashboard's rows of payments nobody's refresh reaches
+    return unowned, []
 
 
 # --- the run ------------------------------------------------------------------------------------------
@@ -501,16 +596,43 @@ class _Run:
                 changed = _store_page(
                     session, resource.name, page, account=account, version=self.version, counts=self.counts
                 )
-                raised = _refresh(session, changed)
+                _remember(session, changed)
                 self.cursors[key] = page[-1]["id"]
                 self.save(session, account)
-            self._hand_over(raised)
             if self.progress:
                 label = f"{account} {resource.name}" if account else resource.name
                 self.progress(label, self.counts.account(account).by_resource[resource.name]["seen"])
         self.cursors[key] = "complete"
         with self.db.session() as session:
             self.save(session, account)
+
+    def refresh_changed_customers(self) -> None:
+        """Refresh, once each, the customers the run's pages changed: first find them (charges,
+        subscriptions and disputes become emails), then refresh them a batch at a time, then raise the
+        disputes nobody could be found for and rebuild the rows of payments nobody owns.
+
+        Every step takes its keys from reconcile_pending and forgets them in the transaction that does
+        its work, so a run that dies here goes on where it stopped when it is resumed. Alerts are handed
+        to the sink after the transaction that raised them has committed.
+        """
+        for kind in ("charge", "subscription", "dispute"):
+            while self._step(lambda session, kind=kind: _find_step(session, kind)):
+                pass
+        refreshed = 0
+        while emails := self._step(_refresh_step):
+            refreshed += len(emails)
+            if self.progress:
+                self.progress("customers refreshed", refreshed)
+        while self._step(_unplaced_disputes_step):
+            pass
+        self._step(_unowned_rows_step)
+
+    def _step(self, step: Callable[[Session], tuple[list[str], list[int]]]) -> list[str]:
+        with self.db.session() as session:
+            _plan_for_these_lists(session)
+            keys, raised = step(session)
+        self._hand_over(raised)
+        return keys
 
     def _hand_over(self, alert_ids: list[int]) -> None:
         if not alert_ids or not self.on_alerts:
@@ -559,6 +681,7 @@ def reconcile(
             run.counts.account(account)  # reported even when it has nothing in the window
             for resource in RESOURCES:
                 run.list_resource(account, resource)
+        run.refresh_changed_customers()
     except BaseException as exc:
         run.failed(exc)
         raise

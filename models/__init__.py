@@ -6,7 +6,7 @@ from models.events import FINISHED_STATUSES, Event, EventStatus
 from models.note_mirrors import StripeNoteMirror
 from models.payments import Charge, Dispute, Refund
 from models.plan_rows import PlanRowRecord
-from models.reconcile import ReconcileRun
+from models.reconcile import ReconcilePending, ReconcileRun
 from models.sales import FunnelPurchase, Invoice, InvoicePayment, Subscription
 from models.sales_rows import SalesRowRecord
 from models.staff import AuditEntry, SignInFailure, StaffUser
@@ -31,6 +31,7 @@ __all__ = [
     "FunnelPurchase",
     "Invoice",
     "InvoicePayment",
+    "ReconcilePending",
     "ReconcileRun",
     "PlanRowRecord",
     "SalesRowRecord",

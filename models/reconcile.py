@@ -26,3 +26,23 @@ class ReconcileRun(SQLModel, table=True):
     error: str | None = Field(default=None, sa_column=Column(Text))
     started_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class ReconcilePending(SQLModel, table=True):
+    """What a run's pages changed and whose customers it has not refreshed yet.
+
+    A run stores its pages first and refreshes each customer they concern once, at the end
+    (handlers/reconcile.py): refreshing after every page re-read and rebuilt a customer's whole
+    history once per page that touched it, about three times a customer. The set is kept here, in
+    the same transaction as the page that adds to it, so a run that dies still refreshes them when it
+    resumes, and memory stays flat however many customers a run concerns.
+
+    kind: `charge`, `subscription` or `dispute` (an id whose customers are still to be found),
+    `email` (a customer to refresh), or `unowned` (key ""; the rows of payments nobody owns are to be
+    rebuilt).
+    """
+
+    __tablename__ = "reconcile_pending"
+
+    kind: str = Field(primary_key=True, max_length=16)
+    key: str = Field(primary_key=True, max_length=320)

@@ -268,3 +268,89 @@ def test_a_refund_only_the_nightly_run_finds_gets_its_note_once_however_often_th
     with db.session() as session:
         notes = session.exec(select(CustomerNote)).all()
     assert [(n.email, n.refund_id, n.status) for n in notes] == [("late@example.com", "re_late", "succeeded")]
+
+
+def test_a_customer_several_lists_touch_is_refreshed_once_at_the_end_of_the_run(db, reader, monkeypatch):
+    import handlers.reconcile as nightly
+
+    refreshed: list[str] = []
+    real_refresh = nightly.refresh_customers
+
+    def counting_refresh(session, emails, **options):
+        refreshed.extend(emails)
+        return real_refresh(session, emails, **options)
+
+    monkeypatch.setattr(nightly, "refresh_customers", counting_refresh)
+    paid = charges(150)  # two charge pages
+    refunds = [
+        refund(f"re_n{i:04d}", charge_id=f"ch_n{i:04d}", amount=500, created=T + 5_000 + i) for i in (3, 140)
+    ]
+    report = run(db, reader, PagedStripe({"charges": paid, "refunds": refunds, "invoice_payments": []}))
+
+    assert report["counts"]["added"] == 152
+    assert sorted(refreshed) == sorted(f"c{i}@example.com" for i in range(150))  # each one once
+    with db.session() as session:
+        from models import CustomerNote, SalesRowRecord
+
+        notes = session.exec(select(CustomerNote.refund_id)).all()
+        shown = session.exec(select(func.count()).select_from(SalesRowRecord)).one()
+    assert sorted(notes) == ["re_n0003", "re_n0140"]
+    assert shown == 150  # the dashboard's sales view has every payment the run found
+
+
+def test_a_run_that_dies_while_refreshing_customers_refreshes_the_rest_when_resumed(db, reader, monkeypatch):
+    import handlers.reconcile as nightly
+    from models import ReconcilePending, SalesRowRecord
+
+    monkeypatch.setattr(nightly, "REFRESH_BATCH", 40)
+    real_refresh, calls = nightly.refresh_customers, []
+
+    def dying_refresh(session, emails, **options):
+        calls.append(list(emails))
+        if len(calls) == 2:
+            raise OSError("worker killed")
+        return real_refresh(session, emails, **options)
+
+    monkeypatch.setattr(nightly, "refresh_customers", dying_refresh)
+    stripe = PagedStripe({"charges": charges(100), "refunds": [], "invoice_payments": []})
+    with pytest.raises(OSError, match="worker killed"):
+        run(db, reader, stripe)
+    with db.session() as session:
+        failed = session.exec(select(ReconcileRun)).one()
+        pending = session.exec(select(func.count()).select_from(ReconcilePending)).one()
+        shown = session.exec(select(func.count()).select_from(SalesRowRecord)).one()
+    # every page was stored; the first 40 customers were refreshed, the batch that died was not
+    assert failed.status == "failed" and stored_charges(db) == 100
+    assert (shown, pending) == (40, 60)
+
+    calls_before = stripe.calls
+    report = run(db, reader, stripe)
+    assert report["run_id"] == failed.id and report["counts"]["added"] == 100
+    assert stripe.calls == calls_before  # every list was complete: the resumed run only refreshed
+    with db.session() as session:
+        emails = session.exec(select(SalesRowRecord.customer_email)).all()
+        pending = session.exec(select(func.count()).select_from(ReconcilePending)).one()
+    assert sorted(emails) == sorted(f"c{i}@example.com" for i in range(100)) and pending == 0
+    assert [len(batch) for batch in calls] == [40, 40, 40, 20]  # the dead batch again, then the rest
+
+
+def test_customers_a_dead_run_left_unrefreshed_are_refreshed_by_the_next_run_of_another_window(
+    db, reader, monkeypatch
+):
+    import handlers.reconcile as nightly
+    from models import SalesRowRecord
+
+    monkeypatch.setattr(
+        nightly, "refresh_customers", lambda *a, **k: (_ for _ in ()).throw(OSError("killed"))
+    )
+    stripe = PagedStripe({"charges": charges(30), "refunds": [], "invoice_payments": []})
+    with pytest.raises(OSError):
+        run(db, reader, stripe)
+    monkeypatch.undo()
+
+    with respx.mock:  # the next night: a later window, in which Stripe has nothing new
+        respx.route(host="127.0.0.1", port=12111).mock(side_effect=stripe)
+        reconcile(db, reader, END, END + timedelta(days=1))
+    with db.session() as session:
+        shown = session.exec(select(func.count()).select_from(SalesRowRecord)).one()
+    assert shown == 30
