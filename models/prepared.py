@@ -30,6 +30,17 @@ class Prepared:
         self._compiled: dict[Any, _Compiled] = {}
 
     def run(self, session: Session, params: dict[str, Any] | None = None) -> Rows:
+        return self.start(session, params).rows()
+
+    def start(self, session: Session, params: dict[str, Any] | None = None) -> Pending:
+        """Send the statement; its rows are read by `Pending.rows()`.
+
+        In a pipelined transaction (PostgreSQL, models.db.Database.session) the statement is only
+        queued: statements started one after another and read afterwards reach the server together
+        and their rows come back in one round trip, where reading each before starting the next costs
+        one round trip each. The server still runs them in the order they were started. Elsewhere the
+        statement runs at once, as `run` does.
+        """
         connection = _connection(session)
         dialect = connection.dialect
         params = params or {}
@@ -39,17 +50,86 @@ class Prepared:
         if compiled is None:
             compiled = self._compiled[shape] = _Compiled(self.statement, dialect, list(params))
         sql, parameters = compiled.expand(params)
-        cursor = connection.connection.driver_connection.cursor()  # the session's own connection
+        driver = connection.connection.driver_connection  # the session's own connection
+        pending = Pending(compiled, sql, parameters, dialect, driver.cursor())
+        error_type = dialect.loaded_dbapi.Error
         try:
-            cursor.execute(sql, parameters)
-            rows = cursor.fetchall() if compiled.row_type is not None else []
-        except dialect.loaded_dbapi.Error as error:
-            raise DBAPIError.instance(
-                sql, parameters, error, dialect.loaded_dbapi.Error, dialect=dialect
-            ) from error
+            pending.cursor.execute(sql, parameters)
+        except error_type as error:
+            pending.close()
+            raise DBAPIError.instance(sql, parameters, error, error_type, dialect=dialect) from error
+        except BaseException:
+            pending.close()
+            raise
+        if compiled.row_type is None or not _pipelined(driver):
+            pending.rows()  # read now: nothing to wait for, or no pipeline to queue in
+        return pending
+
+    def run_many(self, session: Session, many: Sequence[dict[str, Any]]) -> bool:
+        """Run the statement once per parameter set, on the driver (`executemany`); False, having run
+        nothing, when it cannot: a statement that returns rows or has IN lists, or sets of other keys.
+
+        A refresh writes a few rows at a time (a customer's new sales rows, their plans); through
+        SQLAlchemy's executemany each cost more than the statement, and in a pipelined transaction it
+        waited for the server (models.db._results_at_once_in_pipelines). Queued here, they do not.
+        """
+        keys = tuple(many[0])
+        if any(tuple(params) != keys for params in many):
+            return False
+        connection = _connection(session)
+        dialect = connection.dialect
+        # Compiled as for executemany: an INSERT then does not return its new ids (RETURNING), which
+        # would make each row a statement to wait for.
+        shape = (dialect.name, keys, "many") if self.statement.is_insert else (dialect.name, "many")
+        compiled = self._compiled.get(shape)
+        if compiled is None:
+            compiled = self._compiled[shape] = _Compiled(self.statement, dialect, list(keys), many=True)
+        if compiled.row_type is not None or compiled.expands:
+            return False
+        expanded = [compiled.expand(params) for params in many]
+        sql = expanded[0][0]
+        cursor, driver_error = connection.connection.driver_connection.cursor(), dialect.loaded_dbapi.Error
+        try:
+            cursor.executemany(sql, [parameters for _, parameters in expanded])
+        except driver_error as error:
+            raise DBAPIError.instance(sql, many, error, driver_error, dialect=dialect) from error
         finally:
             cursor.close()
-        return Rows(compiled.rows(rows))
+        return True
+
+
+def _pipelined(driver: Any) -> bool:
+    """Whether a driver connection is in psycopg's pipeline mode (sqlite3 has none)."""
+    pgconn = getattr(driver, "pgconn", None)
+    return pgconn is not None and pgconn.pipeline_status != 0  # psycopg.pq.PipelineStatus.OFF
+
+
+class Pending:
+    """A started statement (`Prepared.start`): its rows, read on the first call to `rows()`."""
+
+    def __init__(self, compiled: _Compiled, sql: str, parameters: Any, dialect: Dialect, cursor: Any) -> None:
+        self.compiled, self.sql, self.parameters, self.dialect = compiled, sql, parameters, dialect
+        self.cursor: Any = cursor
+        self.result: Rows | None = None
+
+    def rows(self) -> Rows:
+        if self.result is None:
+            error_type = self.dialect.loaded_dbapi.Error
+            try:
+                raw = self.cursor.fetchall() if self.compiled.row_type is not None else []
+            except error_type as error:
+                raise DBAPIError.instance(
+                    self.sql, self.parameters, error, error_type, dialect=self.dialect
+                ) from error
+            finally:
+                self.close()
+            self.result = Rows(self.compiled.rows(raw))
+        return self.result
+
+    def close(self) -> None:
+        if self.cursor is not None:
+            self.cursor.close()
+            self.cursor = None
 
 
 def _connection(session: Session) -> Connection:
@@ -67,7 +147,9 @@ def _connection(session: Session) -> Connection:
 
 
 class _Compiled:
-    def __init__(self, statement: Executable, dialect: Dialect, keys: list[str]) -> None:
+    def __init__(
+        self, statement: Executable, dialect: Dialect, keys: list[str], *, many: bool = False
+    ) -> None:
         # Columns an INSERT is not given take their Python-side defaults, as SQLAlchemy would fill them.
         self.defaults = {}
         if statement.is_insert:
@@ -76,9 +158,11 @@ class _Compiled:
                 for column in statement.table.columns
                 if column.default is not None and column.key not in keys
             }
-            self.compiled = statement.compile(dialect=dialect, column_keys=[*keys, *self.defaults])
+            self.compiled = statement.compile(
+                dialect=dialect, column_keys=[*keys, *self.defaults], for_executemany=many
+            )
         else:
-            self.compiled = statement.compile(dialect=dialect)
+            self.compiled = statement.compile(dialect=dialect, for_executemany=many)
         self.positional = self.compiled.positional
         # Only a statement with IN lists needs its SQL rewritten per execution, and the rewritten SQL
         # depends only on the lists' lengths: it is kept per lengths (see _expand_lists).
