@@ -271,8 +271,13 @@ def refresh_customers(
     window = window or DUPLICATE_WINDOW
     wanted = sorted({e for e in emails if e})
     _lock_customers(session, wanted)  # see models.db.advisory_lock: sorted, before anything is read
+    # Started before the facts are read (alerts are written only after it is read), so in a pipelined
+    # transaction it travels with the facts' first statements instead of taking a round trip of its own.
+    holding_read = _HOLDING_ACCESS_ALERTS.start(session, {"emails": wanted}) if wanted else None
     loaded = load_customers_facts(session, wanted)
     built = {email: [(part, part.view()) for part in loaded[email].by_account()] for email in wanted}
+    # Built once: the plan-end notes below and the dashboard's plan_rows both come from them.
+    plans = {email: [build_plans(part, rows) for part, rows in built[email]] for email in wanted}
 
     writes = _Writes()
     drafts_of: dict[str, list[AlertDraft]] = {}
@@ -280,13 +285,13 @@ def refresh_customers(
         parts = built[email]
         writes.link(email, [row for _, rows in parts for row in rows])
         drafts: list[AlertDraft] = []
-        for part, rows in parts:
-            drafts += _update_record(writes, email, part, rows, window)
+        for (part, rows), part_plans in zip(parts, plans[email], strict=True):
+            drafts += _update_record(writes, email, part, rows, part_plans, window)
         drafts_of[email] = drafts
     writes.flush(session)
 
     to_send: list[int] = []
-    holding = _holding_access_alerts(session, wanted)
+    holding = set(holding_read.rows().scalars()) if holding_read else set()
     for email in wanted:
         drafts = drafts_of[email]
         for draft in drafts:
@@ -298,7 +303,7 @@ def refresh_customers(
         # Only a customer that holds a live access alert, from before or just raised, has one to withdraw.
         if email in holding:
             to_send += _withdraw_stale_access_alerts(session, email, {d.key for d in drafts})
-    store_customer_rows(session, loaded, built)  # the dashboard's copy of the sales view
+    store_customer_rows(session, loaded, built, plans)  # the dashboard's copy of the sales view
     return to_send
 
 
@@ -428,13 +433,6 @@ def _withdraw_stale_access_alerts(session: Session, email: str, live: set[str]) 
     return withdrawn
 
 
-def _holding_access_alerts(session: Session, emails: list[str]) -> set[str]:
-    """Which of these customers hold an access alert that is not withdrawn (what the next can withdraw)."""
-    if not emails:
-        return set()
-    return set(execute(session, _HOLDING_ACCESS_ALERTS, {"emails": emails}).scalars())
-
-
 _alerts = Alert.__table__
 _LIVE_ACCESS_ALERTS = Prepared(
     select(_alerts.c.id, _alerts.c.key, _alerts.c.refund_id, _alerts.c.message).where(
@@ -443,6 +441,7 @@ _LIVE_ACCESS_ALERTS = Prepared(
         _alerts.c.state.is_distinct_from("withdrawn"),
     )
 )
+# Which of these customers hold an access alert that is not withdrawn (what the next can withdraw).
 _HOLDING_ACCESS_ALERTS = Prepared(
     select(_alerts.c.customer_email)
     .where(
@@ -455,10 +454,15 @@ _HOLDING_ACCESS_ALERTS = Prepared(
 
 
 def _update_record(
-    writes: _Writes, email: str, facts: SalesFacts, rows: list[SaleRow], window: timedelta
+    writes: _Writes,
+    email: str,
+    facts: SalesFacts,
+    rows: list[SaleRow],
+    plans: list[PlanRow],
+    window: timedelta,
 ) -> list[AlertDraft]:
     """One account's part of a customer's record: refund notes and plan-end notes written, the alerts
-    the facts call for returned as drafts."""
+    the facts call for returned as drafts. `plans`: `build_plans(facts, rows)`."""
     drafts: list[AlertDraft] = []
     by_charge = {r.charge_id: r for r in rows if r.charge_id}
     refunds_by_charge: dict[str, list[Refund]] = {}
@@ -475,7 +479,7 @@ def _update_record(
             drafts.append(access_alert(completing.id, sale, kept))
     drafts += _dispute_alerts(rows, facts.disputes)
     drafts += _payment_failed_alerts(rows, facts.invoices)
-    for plan in build_plans(facts, rows):
+    for plan in plans:
         if plan.status in ("completed", "cancelled"):
             writes.plan_end(email, plan)
     return drafts

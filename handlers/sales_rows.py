@@ -29,7 +29,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select
+from sqlalchemy import (
+    Integer,
+    bindparam,
+    delete,
+    exists,
+    insert,
+    literal,
+    null,
+    select,
+    type_coerce,
+    union_all,
+)
 from sqlmodel import Session
 
 from handlers.plans import PlanRow, build_plans
@@ -118,16 +129,19 @@ def values_of(parts: Iterable[tuple[SalesFacts, Sequence[SaleRow]]]) -> list[dic
     return values
 
 
-def plan_values_of(parts: Iterable[tuple[SalesFacts, Sequence[SaleRow]]]) -> list[dict[str, Any]]:
-    """The plan_rows rows of built views: `build_plans` of each account part."""
+def plan_values_of(
+    parts: Sequence[tuple[SalesFacts, Sequence[SaleRow]]], plans: Sequence[list[PlanRow]] | None = None
+) -> list[dict[str, Any]]:
+    """The plan_rows rows of built views: `build_plans` of each account part (or `plans`, what it gave
+    for each part, when the caller has them already)."""
     values = []
-    for facts, rows in parts:
+    for n, (facts, rows) in enumerate(parts):
         _, by_invoice, default = _accounts(facts)
         account_of = {s.id: s.account for s in facts.subscriptions}
         for invoice in facts.invoices:
             if invoice.subscription_id:
                 account_of.setdefault(invoice.subscription_id, invoice.account)
-        for plan in build_plans(facts, rows):
+        for plan in plans[n] if plans is not None else build_plans(facts, rows):
             record = {name: getattr(plan, name) for name in PLAN_FIELDS}
             record.update(
                 product=shown_product(plan.product), account=account_of.get(plan.subscription_id, default)
@@ -153,19 +167,23 @@ def store_customer_rows(
     session: Session,
     loaded: Mapping[str, SalesFacts],
     built: Mapping[str, list[tuple[SalesFacts, list[SaleRow]]]] | None = None,
+    plans: Mapping[str, list[list[PlanRow]]] | None = None,
 ) -> None:
     """Replace the rows of the customers refreshed together with the view of their joined facts.
 
     `loaded`: each refreshed email's facts (`load_customer_facts`), `built`: the views already built
-    from them, by account part (reused when one customer alone is refreshed, the usual case).
+    from them, by account part, and `plans`: `build_plans` of each of those parts (both reused when one
+    customer alone is refreshed, the usual case).
     """
     if not loaded:
         store_unowned_rows(session)
         return
     facts_by_email = dict(loaded)
+    part_plans = None
     if len(facts_by_email) == 1 and built:
         (email,) = facts_by_email
         parts = built[email]
+        part_plans = plans.get(email) if plans else None
     else:
         parts = _built(_joined(facts_by_email.values()))
     for _ in range(MAX_ROUNDS):
@@ -179,8 +197,8 @@ def store_customer_rows(
             advisory_lock(session, f"customer:{email}")
             facts_by_email[email] = load_customer_facts(session, email)
         parts = _built(_joined(facts_by_email.values()))
-    _replace(session, sorted(facts_by_email), values_of(parts))
-    _replace_plans(session, sorted(facts_by_email), plan_values_of(parts))
+        part_plans = None
+    _replace(session, sorted(facts_by_email), values_of(parts), plan_values_of(parts, part_plans))
 
 
 def _joined(all_facts: Iterable[SalesFacts]) -> SalesFacts:
@@ -208,8 +226,11 @@ def _joined(all_facts: Iterable[SalesFacts]) -> SalesFacts:
     )
 
 
-def _replace(session: Session, emails: list[str], values: list[dict[str, Any]]) -> None:
-    """Make the customers' rows, and every other row of the same payments, exactly `values`.
+def _replace(
+    session: Session, emails: list[str], values: list[dict[str, Any]], plans: list[dict[str, Any]]
+) -> None:
+    """Make the customers' rows, and every other row of the same payments, exactly `values`; their
+    plans, and every other plan of the same subscriptions, exactly `plans`.
 
     Which rows are replaced: the customers' own, any row of the same charges, and rows without an email
     of the same payment intents, funnel purchases or (without a charge) invoices. Of those, a row equal
@@ -217,7 +238,12 @@ def _replace(session: Session, emails: list[str], values: list[dict[str, Any]]) 
     inserted. A refresh mostly rebuilds rows that did not change (a customer's earlier payments, each
     time a page adds one), and rewriting them cost more than reading them: deleting and inserting
     touches every index of the table. Rows that share a position are rewritten together, in the
-    view's order, so `ORDER BY position, id` keeps giving the view's order.
+    view's order, so `ORDER BY position, id` keeps giving the view's order. Plans likewise, without
+    the order: most customers' plans do not change with an event, and most customers have none.
+
+    Both tables' stored rows are read in one statement (`_STORED`), and nothing is written when
+    nothing changed: for the usual event (a payment or refund of a customer without a plan) that is
+    one read and one or two writes.
     """
     keys = {
         "emails": emails,
@@ -225,12 +251,17 @@ def _replace(session: Session, emails: list[str], values: list[dict[str, Any]]) 
         "intents": sorted({v["payment_intent_id"] for v in values if v["payment_intent_id"]}),
         "purchases": sorted({v["funnel_purchase_id"] for v in values if v["funnel_purchase_id"]}),
         "invoices": sorted({v["invoice_id"] for v in values if v["invoice_id"]}),
+        "subscriptions": sorted({v["subscription_id"] for v in plans}),
     }
     if not any(keys.values()):
         return
     stored: dict[tuple, list[int]] = {}
-    for row in execute(session, _REPLACED(session), keys):
-        stored.setdefault(row[1:], []).append(row[0])
+    stored_plans: dict[tuple, list[int]] = {}
+    for row in execute(session, _STORED(session), keys):
+        if row[0]:
+            stored_plans.setdefault(row[_PLAN_SLICE], []).append(row[1])
+        else:
+            stored.setdefault(row[_SALE_SLICE], []).append(row[1])
     positions: dict[str, int] = {}
     for value in values:
         positions[value["position"]] = positions.get(value["position"], 0) + 1
@@ -241,22 +272,23 @@ def _replace(session: Session, emails: list[str], values: list[dict[str, Any]]) 
             kept.pop()
         else:
             new.append(value)
+    new_plans = []
+    for value in plans:
+        kept = stored_plans.get(tuple(value[name] for name in _PLAN_COMPARED))
+        if kept:
+            kept.pop()
+        else:
+            new_plans.append(value)
     gone = sorted(row_id for ids in stored.values() for row_id in ids)
     for start in range(0, len(gone), INSERT_BATCH):
         execute(session, _DELETE_BY_ID(session), {"ids": gone[start : start + INSERT_BATCH]})
     if new:
         _insert(session, new)
-
-
-def _replace_plans(session: Session, emails: list[str], values: list[dict[str, Any]]) -> None:
-    """Delete the customers' plans and any other row of the same subscriptions; insert `values`."""
-    if emails:
-        execute(session, _DELETE_PLANS_BY_EMAIL, {"emails": emails})
-    subscriptions = sorted({v["subscription_id"] for v in values})
-    if subscriptions:
-        execute(session, _DELETE_PLANS_BY_SUBSCRIPTION, {"ids": subscriptions})
-    if values:
-        execute(session, _INSERT_PLANS, values)
+    gone_plans = sorted(row_id for ids in stored_plans.values() for row_id in ids)
+    for start in range(0, len(gone_plans), INSERT_BATCH):
+        execute(session, _DELETE_PLANS_BY_ID(session), {"ids": gone_plans[start : start + INSERT_BATCH]})
+    for start in range(0, len(new_plans), INSERT_BATCH):
+        execute(session, _INSERT_PLANS, new_plans[start : start + INSERT_BATCH])
 
 
 # --- rows nobody's refresh reaches ---------------------------------------------------------------------
@@ -265,14 +297,20 @@ def _replace_plans(session: Session, emails: list[str], values: list[dict[str, A
 def store_unowned_rows(session: Session) -> None:
     """Rebuild the rows without an email, from the facts without one (and what they link to)."""
     advisory_lock(session, "sales_rows:unowned")  # two at once would each insert the rows
+    # Read with the facts' first statements (one round trip when pipelined): with no such facts and no
+    # such rows, as for most events that concern nobody known yet, there is nothing to write.
+    stored_read = _UNOWNED_STORED.start(session)
     facts = load_unowned_facts(session)
+    stored_rows, stored_plans = stored_read.rows().first()
     built = _built(facts)
     values = [v for v in values_of(built) if v["customer_email"] is None]
-    execute(session, _DELETE_UNOWNED, {})
+    if values or stored_rows:
+        execute(session, _DELETE_UNOWNED, {})
     if values:
         _insert(session, values)
     plans = [v for v in plan_values_of(built) if v["customer_email"] is None]
-    execute(session, _DELETE_UNOWNED_PLANS, {})
+    if plans or stored_plans:
+        execute(session, _DELETE_UNOWNED_PLANS, {})
     if plans:
         execute(session, _INSERT_PLANS, plans)
 
@@ -284,9 +322,12 @@ def load_unowned_facts(session: Session) -> SalesFacts:
     Funnel purchases are read by payment and subscription too: one with an email gives the row its
     email, and that row is then another customer's, left to their refresh.
     """
-    charges = {c.id: c for c in execute(session, _UNOWNED_CHARGES).all()}
-    invoices = {i.id: i for i in execute(session, _UNOWNED_INVOICES).all()}
-    purchases = {(p.purchase_id, p.product_key): p for p in execute(session, _UNOWNED_PURCHASES).all()}
+    reads = [
+        statement.start(session) for statement in (_UNOWNED_CHARGES, _UNOWNED_INVOICES, _UNOWNED_PURCHASES)
+    ]
+    charges = {c.id: c for c in reads[0].rows().all()}
+    invoices = {i.id: i for i in reads[1].rows().all()}
+    purchases = {(p.purchase_id, p.product_key): p for p in reads[2].rows().all()}
     if not (charges or invoices or purchases):
         return SalesFacts([], [], [], [], [])
     subscriptions = {i.subscription_id for i in invoices.values() if i.subscription_id}
@@ -380,10 +421,27 @@ def _ids(name: str):
 
 
 _INSERT = Prepared(insert(_rows))
-# Every column but the id, in the order `_REPLACED` returns them after it.
+# Every column but the id, in the order `_STORED` returns them (after which table, and the id).
 _COMPARED = (*SALE_FIELDS, "account", "position")
-_REPLACED = ByDialect(
-    lambda in_: select(_rows.c.id, *(_rows.c[name] for name in _COMPARED)).where(
+_PLAN_COMPARED = (*PLAN_FIELDS, "account")
+_SALE_SLICE = slice(2, 2 + len(_COMPARED))
+_PLAN_SLICE = slice(2 + len(_COMPARED), 2 + len(_COMPARED) + len(_PLAN_COMPARED))
+
+
+def _stored(in_):
+    """The stored sales rows and plans a refresh replaces (see `_replace`), in one statement: each row
+    is (0 for a sales row or 1 for a plan, its id, the sales row's columns, the plan's columns), the
+    other table's columns null (typed, so the plans' datetimes are read as the table's type gives)."""
+
+    def absent(table, names):
+        return [type_coerce(null(), table.c[name].type).label(f"{table.name}_{name}") for name in names]
+
+    sales = select(
+        literal(0, Integer).label("is_plan"),
+        _rows.c.id,
+        *(_rows.c[name].label(f"sales_rows_{name}") for name in _COMPARED),
+        *absent(_plans, _PLAN_COMPARED),
+    ).where(
         in_(_rows.c.customer_email, "emails")
         | in_(_rows.c.charge_id, "ids")
         | (
@@ -395,14 +453,28 @@ _REPLACED = ByDialect(
             )
         )
     )
-)
+    plans = select(
+        literal(1, Integer),
+        _plans.c.id,
+        *(null() for _ in _COMPARED),
+        *(_plans.c[name] for name in _PLAN_COMPARED),
+    ).where(in_(_plans.c.customer_email, "emails") | in_(_plans.c.subscription_id, "subscriptions"))
+    return union_all(sales, plans)
+
+
+_STORED = ByDialect(_stored)
 _DELETE_BY_ID = ByDialect(lambda in_: delete(_rows).where(in_(_rows.c.id, "ids")))
+_DELETE_PLANS_BY_ID = ByDialect(lambda in_: delete(_plans).where(in_(_plans.c.id, "ids")))
 _DELETE_UNOWNED = Prepared(delete(_rows).where(_rows.c.customer_email.is_(None)))
 
 _INSERT_PLANS = Prepared(insert(_plans))
-_DELETE_PLANS_BY_EMAIL = Prepared(delete(_plans).where(_plans.c.customer_email.in_(_ids("emails"))))
-_DELETE_PLANS_BY_SUBSCRIPTION = Prepared(delete(_plans).where(_plans.c.subscription_id.in_(_ids("ids"))))
 _DELETE_UNOWNED_PLANS = Prepared(delete(_plans).where(_plans.c.customer_email.is_(None)))
+_UNOWNED_STORED = Prepared(
+    select(
+        exists().where(_rows.c.customer_email.is_(None)).label("rows"),
+        exists().where(_plans.c.customer_email.is_(None)).label("plans"),
+    )
+)
 
 _charges, _invoices = Charge.__table__, Invoice.__table__
 _payments, _purchases = InvoicePayment.__table__, FunnelPurchase.__table__
