@@ -24,6 +24,7 @@ with SQL aggregates for the same reason (handlers/reconcile_report.py).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -76,6 +77,9 @@ FOUND_LISTED = 200  # found payments the report names; it counts them all
 # enough that each statement of a refresh serves many customers, small enough that a transaction holds
 # a few hundred customers' locks and histories.
 FIND_BATCH = 1000
+# Pages stored per transaction, with the cursor that resumes after them: a commit is an fsync on SQLite
+# (FULL), about as long as storing a page, and a run that dies lists at most this many pages again.
+PAGES_PER_TRANSACTION = 10
 REFRESH_BATCH = 250
 
 
@@ -234,11 +238,16 @@ def _diff(
     A `fill_only` column the row leaves empty keeps what is stored, so it changes nothing.
     """
     table, fill_only = model.__table__, set(fill_only)
-    columns = [name for name in rows[0] if name not in _NOT_COMPARED]
-    query = select(table.c.id, *(table.c[name] for name in columns)).where(
-        table.c.id.in_([row["id"] for row in rows])
+    columns = tuple(name for name in rows[0] if name not in _NOT_COMPARED)
+    # Built once per table and columns: building and compiling a select of ~30 columns for every page
+    # cost more than running it.
+    query = built_once(
+        ("reconcile stored", table.name, columns),
+        lambda: select(table.c.id, *(table.c[name] for name in columns)).where(
+            table.c.id.in_(bindparam("ids", expanding=True))
+        ),
     )
-    stored = {found[0]: found[1:] for found in execute(session, query)}
+    stored = {found[0]: found[1:] for found in execute(session, query, {"ids": [row["id"] for row in rows]})}
     changed = set()
     for row in rows:
         before = stored.get(row["id"])
@@ -248,6 +257,35 @@ def _diff(
         ):
             changed.add(row["id"])
     return set(stored), changed
+
+
+def _store_rows(
+    session: Session, model, rows: list[dict[str, Any]], *, fill_only: Iterable[str] = (), **upsert: Any
+) -> tuple[set[str], set[str]]:
+    """Upsert the rows the run adds or changes; return (ids already stored, ids added or changed).
+
+    A row stored as Stripe describes it is not written again (most of what a nightly run lists came by
+    webhook), but its version is raised to the run's: what the API answered is the current state, so an
+    event older than the run that arrives late must still not overwrite it.
+    """
+    known, changed = _diff(session, model, rows, fill_only=fill_only)
+    upsert_many(session, model, [row for row in rows if row["id"] in changed], fill_only=fill_only, **upsert)
+    unchanged = sorted(known - changed)
+    if unchanged:
+        table = model.__table__
+        statement = built_once(
+            ("reconcile version", table.name),
+            lambda: (
+                table.update()
+                .where(
+                    table.c.id.in_(bindparam("ids", expanding=True)),
+                    table.c.version < bindparam("run_version"),
+                )
+                .values(version=bindparam("run_version"))
+            ),
+        )
+        execute(session, statement, {"ids": unchanged, "run_version": rows[0]["version"]})
+    return known, changed
 
 
 def _stamped(rows: Iterable[dict[str, Any]], **values: Any) -> list[dict[str, Any]]:
@@ -260,8 +298,7 @@ def _store_invoices(session: Session, facts: Iterable[dict[str, Any]]) -> list[d
     rows = _stamped(facts)
     if not rows:
         return []
-    _, changed = _diff(session, Invoice, rows, fill_only=INVOICE_FILL_ONLY)
-    upsert_many(session, Invoice, rows, fill_only=INVOICE_FILL_ONLY)
+    _, changed = _store_rows(session, Invoice, rows, fill_only=INVOICE_FILL_ONLY)
     return [row for row in rows if row["id"] in changed]
 
 
@@ -269,8 +306,7 @@ def _store_invoice_payments(
     session: Session, objects: list[dict], *, account: str, version: int, counts: Counts
 ) -> Changed:
     rows = _stamped(invoice_payment_facts(o, version=version) for o in objects)
-    known, changed_ids = _diff(session, InvoicePayment, rows, fill_only=INVOICE_PAYMENT_FILL_ONLY)
-    upsert_many(session, InvoicePayment, rows, fill_only=INVOICE_PAYMENT_FILL_ONLY)
+    known, changed_ids = _store_rows(session, InvoicePayment, rows, fill_only=INVOICE_PAYMENT_FILL_ONLY)
     expanded = {o["invoice"]["id"]: o["invoice"] for o in objects if isinstance(o.get("invoice"), dict)}
     invoices = _store_invoices(
         session, (invoice_facts(i, account=account, version=version) for i in expanded.values())
@@ -310,8 +346,7 @@ def _store_charges(
         (charge_facts(o, account=account, version=version, event_id=None) for o in objects),
         found_by="reconcile",
     )
-    known, changed = _diff(session, Charge, rows, fill_only=CHARGE_FILL_ONLY)
-    upsert_many(
+    known, changed = _store_rows(
         session,
         Charge,
         rows,
@@ -336,8 +371,7 @@ def _store_refunds(
     session: Session, objects: list[dict], *, account: str, version: int, counts: Counts
 ) -> Changed:
     rows = _stamped(refund_facts(o, account=account, version=version, event_id=None) for o in objects)
-    known, changed = _diff(session, Refund, rows, fill_only=("charge", "payment_intent"))
-    upsert_many(
+    known, changed = _store_rows(
         session,
         Refund,
         rows,
@@ -353,8 +387,7 @@ def _store_disputes(
     session: Session, objects: list[dict], *, account: str, version: int, counts: Counts
 ) -> Changed:
     rows = _stamped(dispute_facts(o, account=account, version=version) for o in objects)
-    known, changed = _diff(session, Dispute, rows)
-    upsert_many(session, Dispute, rows)
+    known, changed = _store_rows(session, Dispute, rows)
     counts.add("disputes", len(rows), len(rows) - len(known), account)
     return Changed(disputes={row["id"]: row["charge"] for row in rows if row["id"] in changed})
 
@@ -363,8 +396,7 @@ def _store_subscriptions(
     session: Session, objects: list[dict], *, account: str, version: int, counts: Counts
 ) -> Changed:
     rows = _stamped(subscription_facts(o, account=account, version=version) for o in objects)
-    known, changed = _diff(session, Subscription, rows)
-    upsert_many(session, Subscription, rows)
+    known, changed = _store_rows(session, Subscription, rows)
     latest = {
         o["latest_invoice"]["id"]: invoice_facts(o["latest_invoice"], account=account, version=version)
         for o in objects
@@ -590,21 +622,49 @@ class _Run:
         pages = self.stripe.pages(
             resource.path, params, account=account, starting_after=self.cursors.get(key)
         )
-        for page in read_ahead(pages, name=f"reconcile-{resource.name}"):
-            with self.db.session() as session:
-                _plan_for_these_lists(session)
-                changed = _store_page(
-                    session, resource.name, page, account=account, version=self.version, counts=self.counts
-                )
-                _remember(session, changed)
-                self.cursors[key] = page[-1]["id"]
-                self.save(session, account)
-            if self.progress:
-                label = f"{account} {resource.name}" if account else resource.name
-                self.progress(label, self.counts.account(account).by_resource[resource.name]["seen"])
+        label = f"{account} {resource.name}" if account else resource.name
+        with contextlib.closing(read_ahead(pages, name=f"reconcile-{resource.name}")) as ahead:
+            while True:
+                with self.db.session() as session:
+                    stored, stripe_error = self._store_pages(session, ahead, account, resource.name, key)
+                if stored and self.progress:
+                    self.progress(label, self.counts.account(account).by_resource[resource.name]["seen"])
+                if stripe_error is not None:
+                    raise stripe_error
+                if not stored:
+                    break
         self.cursors[key] = "complete"
         with self.db.session() as session:
             self.save(session, account)
+
+    def _store_pages(
+        self, session: Session, pages: Iterator[list[dict]], account: str, resource: str, key: str
+    ) -> tuple[int, Exception | None]:
+        """Store up to PAGES_PER_TRANSACTION pages and the cursor after them, in one transaction.
+
+        Returns how many, and the error Stripe answered in place of the next page, if it did: the
+        pages before it are kept (committed with their cursor), and the caller raises it.
+        """
+        _plan_for_these_lists(session)
+        stored = 0
+        stripe_error = None
+        while stored < PAGES_PER_TRANSACTION:
+            try:
+                page = next(pages)
+            except StopIteration:
+                break
+            except Exception as exc:
+                stripe_error = exc
+                break
+            changed = _store_page(
+                session, resource, page, account=account, version=self.version, counts=self.counts
+            )
+            _remember(session, changed)
+            self.cursors[key] = page[-1]["id"]
+            stored += 1
+        if stored:
+            self.save(session, account)
+        return stored, stripe_error
 
     def refresh_changed_customers(self) -> None:
         """Refresh, once each, the customers the run's pages changed: first find them (charges,
@@ -622,7 +682,7 @@ class _Run:
         while emails := self._step(_refresh_step):
             refreshed += len(emails)
             if self.progress:
-                self.progress("customers refreshed", refreshed)
+                self.progress("customer records", refreshed)  # "reconciling customer records: N"
         while self._step(_unplaced_disputes_step):
             pass
         self._step(_unowned_rows_step)

@@ -354,3 +354,45 @@ def test_customers_a_dead_run_left_unrefreshed_are_refreshed_by_the_next_run_of_
     with db.session() as session:
         shown = session.exec(select(func.count()).select_from(SalesRowRecord)).one()
     assert shown == 30
+
+
+def test_a_late_event_older_than_the_run_does_not_undo_what_the_run_found_unchanged(db, reader):
+    """Stripe's answer is the current state even where it matches what a webhook stored: an event
+    created before the run (here a description changed and changed back) arrives late and is ignored."""
+    described = charge(
+        "ch_desc", created=T + 100, description="Course A", billing_details={"email": "d@example.com"}
+    )
+    deliver(db, event("charge.succeeded", described, created=T + 100))
+    report = run(db, reader, PagedStripe({"charges": [described], "refunds": [], "invoice_payments": []}))
+    assert report["counts"]["already_present"] == 1 and report["counts"]["added"] == 0
+
+    deliver(db, event("charge.updated", {**described, "description": "Course B"}, created=T + 150))
+    with db.session() as session:
+        assert session.get(Charge, "ch_desc").description == "Course A"
+
+
+def test_a_run_whose_database_fails_mid_transaction_lists_those_pages_again_and_doubles_nothing(
+    db, reader, monkeypatch
+):
+    import handlers.reconcile as nightly
+
+    monkeypatch.setattr(nightly, "PAGES_PER_TRANSACTION", 2)
+    real_store, stored_pages = nightly._store_page, []
+
+    def failing_store(session, resource, page, **options):
+        if resource == "charges":
+            stored_pages.append(page[0]["id"])
+            if len(stored_pages) == 4:  # the second page of the second transaction
+                raise OSError("disk full")
+        return real_store(session, resource, page, **options)
+
+    monkeypatch.setattr(nightly, "_store_page", failing_store)
+    stripe = PagedStripe({"charges": charges(500), "refunds": [], "invoice_payments": []})
+    with pytest.raises(OSError, match="disk full"):
+        run(db, reader, stripe)
+    assert stored_charges(db) == 200  # the first transaction's two pages; the failed one left nothing
+
+    monkeypatch.setattr(nightly, "_store_page", real_store)
+    report = run(db, reader, stripe)
+    assert report["counts"]["seen"] == 500 and report["counts"]["added"] == 500
+    assert stored_charges(db) == 500
