@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import timedelta
 
-from sqlalchemy import bindparam, or_, select, text, union, update
+from sqlalchemy import String, bindparam, cast, literal, null, or_, select, text, union, update
 from sqlmodel import Session
 
 from handlers.access_alerts import AlertDraft, access_alert, kept_duplicate
@@ -20,7 +20,7 @@ from handlers.payment_failed_alerts import payment_failed_alert
 from handlers.plans import PlanRow, build_plans, plan_end_note
 from handlers.ranks import COUNTED_REFUND_STATUSES
 from handlers.refund_notes import refund_note_text
-from handlers.sales_view import SaleRow, SalesFacts, load_customers_facts
+from handlers.sales_view import ByDialect, SaleRow, SalesFacts, load_customers_facts
 from models import (
     Alert,
     Charge,
@@ -54,27 +54,37 @@ def emails_for_charges(session: Session, charge_ids: Iterable[str]) -> set[str]:
     return {email for (email,) in execute(session, _EMAILS_FOR_CHARGES, {"charge_ids": ids}) if email}
 
 
-def _emails_for_charges_statement():
-    """One UNION of index lookups (run once per event, so one round trip rather than five)."""
+def _emails_for_charges_statement(*, with_intents: bool = False):
+    """One UNION of index lookups (run once per event, so one round trip rather than five).
+
+    `with_intents`: the charges are those named by `charge_ids` and those of the payment intents
+    `intents` (a refund may name only its payment intent), found in the same statement.
+    """
     ids = bindparam("charge_ids", expanding=True)
+    intents = bindparam("intents", expanding=True)
     charges, invoices, purchases = Charge.__table__.c, Invoice.__table__.c, FunnelPurchase.__table__.c
     payments, links = InvoicePayment.__table__.c, CustomerStripeId.__table__.c
 
+    def one_of_the_charges(column):
+        if not with_intents:
+            return column.in_(ids)
+        return column.in_(ids) | column.in_(select(charges.id).where(charges.payment_intent.in_(intents)))
+
     def of_the_charges(column):
-        return select(column).where(charges.id.in_(ids)).scalar_subquery()
+        return select(column).where(one_of_the_charges(charges.id)).scalar_subquery()
 
     paid_invoices = select(payments.invoice_id).where(
         payments.payment_intent_id.in_(of_the_charges(charges.payment_intent))
     )
     return union(
-        select(charges.customer_email).where(charges.id.in_(ids)),
-        select(invoices.customer_email).where(invoices.charge_id.in_(ids)),
+        select(charges.customer_email).where(one_of_the_charges(charges.id)),
+        select(invoices.customer_email).where(one_of_the_charges(invoices.charge_id)),
         select(invoices.customer_email).where(invoices.id.in_(of_the_charges(charges.invoice_id))),
         select(invoices.customer_email).where(invoices.id.in_(paid_invoices.scalar_subquery())),
         select(invoices.customer_email).where(
             invoices.payment_intent_id.in_(of_the_charges(charges.payment_intent))
         ),
-        select(purchases.customer_email).where(purchases.charge_id.in_(ids)),
+        select(purchases.customer_email).where(one_of_the_charges(purchases.charge_id)),
         select(purchases.customer_email).where(
             purchases.charge_id.in_(of_the_charges(charges.payment_intent))
         ),
@@ -83,15 +93,24 @@ def _emails_for_charges_statement():
 
 
 _EMAILS_FOR_CHARGES = Prepared(_emails_for_charges_statement())
+_EMAILS_FOR_CHARGES_OR_INTENTS = Prepared(_emails_for_charges_statement(with_intents=True))
 
 
 def emails_for_refunds(session: Session, refunds: Iterable[dict]) -> set[str]:
+    refunds = list(refunds)
     charge_ids = {r.get("charge") for r in refunds if isinstance(r.get("charge"), str)}
-    intents = [r["payment_intent"] for r in refunds if isinstance(r.get("payment_intent"), str)]
-    if intents:
-        charge_ids |= set(
-            execute(session, _CHARGES_OF_INTENTS, {"intents": sorted(set(intents))}).scalars().all()
+    intents = sorted({r["payment_intent"] for r in refunds if isinstance(r.get("payment_intent"), str)})
+    if len(refunds) == 1 and intents:
+        # A refund event's: the charges of its payment intent found by the same statement (one
+        # round trip, not two). Only for one refund: the SQL is kept per pair of list lengths.
+        found = execute(
+            session,
+            _EMAILS_FOR_CHARGES_OR_INTENTS,
+            {"charge_ids": sorted(c for c in charge_ids if c), "intents": intents},
         )
+        return {email for (email,) in found if email}
+    if intents:
+        charge_ids |= set(execute(session, _CHARGES_OF_INTENTS, {"intents": intents}).scalars().all())
     return emails_for_charges(session, charge_ids)
 
 
@@ -271,15 +290,16 @@ def refresh_customers(
     window = window or DUPLICATE_WINDOW
     wanted = sorted({e for e in emails if e})
     _lock_customers(session, wanted)  # see models.db.advisory_lock: sorted, before anything is read
-    # Started before the facts are read (alerts are written only after it is read), so in a pipelined
-    # transaction it travels with the facts' first statements instead of taking a round trip of its own.
-    holding_read = _HOLDING_ACCESS_ALERTS.start(session, {"emails": wanted}) if wanted else None
+    # What the customers' records hold already. Started before the facts are read (alerts are written
+    # only after it is read), so in a pipelined transaction it travels with the facts' first statement.
+    record_read = _RECORDS(session).start(session, {"emails": wanted}) if wanted else None
     loaded = load_customers_facts(session, wanted)
+    records = _Records(record_read.rows() if record_read else [])
     built = {email: [(part, part.view()) for part in loaded[email].by_account()] for email in wanted}
     # Built once: the plan-end notes below and the dashboard's plan_rows both come from them.
     plans = {email: [build_plans(part, rows) for part, rows in built[email]] for email in wanted}
 
-    writes = _Writes()
+    writes = _Writes(records)
     drafts_of: dict[str, list[AlertDraft]] = {}
     for email in wanted:
         parts = built[email]
@@ -291,7 +311,7 @@ def refresh_customers(
     writes.flush(session)
 
     to_send: list[int] = []
-    holding = set(holding_read.rows().scalars()) if holding_read else set()
+    holding = records.holding
     for email in wanted:
         drafts = drafts_of[email]
         for draft in drafts:
@@ -329,14 +349,33 @@ _ADVISORY_LOCKS = Prepared(
 )
 
 
+class _Records:
+    """What the refreshed customers' records held when the refresh began (`_RECORDS`)."""
+
+    def __init__(self, rows) -> None:
+        self.holding: set[str] = set()  # customers holding an access alert that is not withdrawn
+        self.customers: set[str] = set()  # customers with a row in `customers`
+        self.links: set[tuple[str, str]] = set()  # (Stripe customer, email) in `customer_stripe_ids`
+        for what, email, stripe_customer in rows:
+            if what == "alert":
+                self.holding.add(email)
+            elif what == "customer":
+                self.customers.add(email)
+            else:
+                self.links.add((stripe_customer, email))
+
+
 class _Writes:
     """A refresh's links, notes and plan ends, gathered in refresh order and written in batches.
 
     A key met twice is written once with what the last write would have left (an insert-once row:
-    the first), so one batched statement never touches a row twice (PostgreSQL refuses that).
+    the first), so one batched statement never touches a row twice (PostgreSQL refuses that). An
+    insert-once row already stored as it would be written is not sent at all (`records`): the
+    customer row and links of a customer seen before, who most events are about.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, records: _Records) -> None:
+        self.records = records
         self.customers: dict[str, dict] = {}
         self.links: dict[str, dict] = {}
         self.notes: dict[str, dict] = {}
@@ -345,8 +384,11 @@ class _Writes:
 
     def link(self, email: str, rows: list[SaleRow]) -> None:
         now = utcnow()
-        self.customers.setdefault(email, {"email": email, "created_at": now})
+        if email not in self.records.customers:
+            self.customers.setdefault(email, {"email": email, "created_at": now})
         for stripe_customer in sorted({r.stripe_customer_id for r in rows if r.stripe_customer_id}):
+            if (stripe_customer, email) in self.records.links:
+                continue  # stored already, for this email: the insert would do nothing
             self.links.setdefault(
                 stripe_customer, {"stripe_customer_id": stripe_customer, "email": email, "first_seen_at": now}
             )
@@ -434,22 +476,32 @@ def _withdraw_stale_access_alerts(session: Session, email: str, live: set[str]) 
 
 
 _alerts = Alert.__table__
+_customers, _links = Customer.__table__, CustomerStripeId.__table__
+# Per customer: whether they hold an access alert that is not withdrawn (what the next refresh can
+# withdraw), whether their `customers` row exists, and their links to Stripe customers; one statement.
+_RECORDS = ByDialect(
+    lambda in_: union(
+        select(
+            literal("alert").label("what"),
+            _alerts.c.customer_email,
+            cast(null(), String).label("stripe_customer"),
+        ).where(
+            in_(_alerts.c.customer_email, "emails"),
+            _alerts.c.kind == "access_revocation",
+            _alerts.c.state.is_distinct_from("withdrawn"),
+        ),
+        select(literal("customer"), _customers.c.email, null()).where(in_(_customers.c.email, "emails")),
+        select(literal("link"), _links.c.email, _links.c.stripe_customer_id).where(
+            in_(_links.c.email, "emails")
+        ),
+    )
+)
 _LIVE_ACCESS_ALERTS = Prepared(
     select(_alerts.c.id, _alerts.c.key, _alerts.c.refund_id, _alerts.c.message).where(
         _alerts.c.customer_email == bindparam("email"),
         _alerts.c.kind == "access_revocation",
         _alerts.c.state.is_distinct_from("withdrawn"),
     )
-)
-# Which of these customers hold an access alert that is not withdrawn (what the next can withdraw).
-_HOLDING_ACCESS_ALERTS = Prepared(
-    select(_alerts.c.customer_email)
-    .where(
-        _alerts.c.customer_email.in_(bindparam("emails", expanding=True)),
-        _alerts.c.kind == "access_revocation",
-        _alerts.c.state.is_distinct_from("withdrawn"),
-    )
-    .distinct()
 )
 
 
