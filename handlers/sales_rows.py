@@ -49,6 +49,7 @@ from handlers.sales_view import (
     ByDialect,
     SaleRow,
     SalesFacts,
+    TablesTogether,
     load_all_facts,
     load_customer_facts,
 )
@@ -322,12 +323,10 @@ def load_unowned_facts(session: Session) -> SalesFacts:
     Funnel purchases are read by payment and subscription too: one with an email gives the row its
     email, and that row is then another customer's, left to their refresh.
     """
-    reads = [
-        statement.start(session) for statement in (_UNOWNED_CHARGES, _UNOWNED_INVOICES, _UNOWNED_PURCHASES)
-    ]
-    charges = {c.id: c for c in reads[0].rows().all()}
-    invoices = {i.id: i for i in reads[1].rows().all()}
-    purchases = {(p.purchase_id, p.product_key): p for p in reads[2].rows().all()}
+    unowned = _UNOWNED.read(session, {})
+    charges = {c.id: c for c in unowned[0]}
+    invoices = {i.id: i for i in unowned[1]}
+    purchases = {(p.purchase_id, p.product_key): p for p in unowned[2]}
     if not (charges or invoices or purchases):
         return SalesFacts([], [], [], [], [])
     subscriptions = {i.subscription_id for i in invoices.values() if i.subscription_id}
@@ -478,13 +477,17 @@ _UNOWNED_STORED = Prepared(
 
 _charges, _invoices = Charge.__table__, Invoice.__table__
 _payments, _purchases = InvoicePayment.__table__, FunnelPurchase.__table__
-_UNOWNED_CHARGES = Prepared(
-    select(_charges).where(
-        _charges.c.customer_email.is_(None), _charges.c.status.in_(("succeeded", "failed"))
-    )
+# Charges, invoices and funnel purchases without an email, in one statement.
+_UNOWNED = TablesTogether(
+    (_charges, _invoices, _purchases),
+    lambda in_: (
+        select(_charges).where(
+            _charges.c.customer_email.is_(None), _charges.c.status.in_(("succeeded", "failed"))
+        ),
+        select(_invoices).where(_invoices.c.customer_email.is_(None)),
+        select(_purchases).where(_purchases.c.customer_email.is_(None)),
+    ),
 )
-_UNOWNED_INVOICES = Prepared(select(_invoices).where(_invoices.c.customer_email.is_(None)))
-_UNOWNED_PURCHASES = Prepared(select(_purchases).where(_purchases.c.customer_email.is_(None)))
 _PAYMENTS_OF_CHARGES = Prepared(
     select(_payments).where(
         _payments.c.charge_id.in_(_ids("ids")) | _payments.c.payment_intent_id.in_(_ids("intents"))

@@ -452,7 +452,7 @@ def load_customer_facts(session: Session, customer_email: str) -> SalesFacts:
     of payments only the funnel recorded, so a refund can get its note before its charge is stored.
     """
     email = {"email": customer_email}
-    # Tables read by the same keys are read by one statement (`_Together`): for a customer without
+    # Tables read by the same keys are read by one statement (`TablesTogether`): for a customer without
     # a subscription that is two statements in all, where one per table was six.
     purchases, invoices = _BY_EMAIL.read(session, email)
     subscriptions = {i.subscription_id for i in invoices if i.subscription_id}
@@ -756,7 +756,7 @@ _CHARGES_OF_CUSTOMERS = ByDialect(
 )
 
 
-class _Together:
+class TablesTogether:
     """Rows of several tables read by one statement: a UNION ALL of one SELECT per table.
 
     Each row is (which table, then every table's columns in turn, the other tables' null): typed
@@ -807,7 +807,7 @@ def _row_type(table) -> Any:
     return _row_types[table.name]
 
 
-_BY_EMAIL = _Together(
+_BY_EMAIL = TablesTogether(
     (_purchases, _invoices),
     lambda in_: (
         select(_purchases).where(_purchases.c.customer_email == bindparam("email")),
@@ -843,6 +843,6 @@ def _payments_of_customer(in_):
     )
 
 
-_PAYMENTS_OF_CUSTOMER = _Together(
+_PAYMENTS_OF_CUSTOMER = TablesTogether(
     (_charges, Refund.__table__, Dispute.__table__, _subscriptions), _payments_of_customer
 )
