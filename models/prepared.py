@@ -200,10 +200,16 @@ class _Compiled:
         self.lists = sorted({self.compiled.bind_names[p] for p in late if p.expanding})
         self.lists_only = self.expands and all(p.expanding for p in late)
         self.expansions: dict[tuple[int, ...], tuple[str, Sequence[str] | None, dict]] = {}
-        self.bind_processors = dict(self.compiled._bind_processors)
+        # Only the parameters that have a conversion (most have none).
+        self.bind_processors = {
+            name: process for name, process in self.compiled._bind_processors.items() if process is not None
+        }
         columns = self.compiled._result_columns  # (key, name, objects, type) of each returned column
         self.row_type = namedtuple("Row", [c[0] for c in columns]) if columns else None
         self.result_processors = [c[3]._cached_result_processor(dialect, None) for c in columns]
+        # (position, conversion) of the columns that have one: a wide row (several tables read
+        # together, handlers.sales_view.TablesTogether) has a few among dozens of columns.
+        self.converted = [(i, process) for i, process in enumerate(self.result_processors) if process]
 
     def cursor(self, driver: Any) -> Any:
         if self.raw:
@@ -255,16 +261,16 @@ class _Compiled:
     def rows(self, raw: Sequence[tuple]) -> list[tuple]:
         if self.row_type is None:
             return []
-        make, processors = self.row_type._make, self.result_processors
-        if not any(processors):
+        make, converted = self.row_type._make, self.converted
+        if not converted:
             return [make(row) for row in raw]
-        return [
-            make(
-                value if process is None else process(value)
-                for process, value in zip(processors, row, strict=True)
-            )
-            for row in raw
-        ]
+        rows = []
+        for row in raw:
+            values = list(row)
+            for i, process in converted:
+                values[i] = process(values[i])
+            rows.append(make(values))
+        return rows
 
 
 class Rows:
