@@ -115,3 +115,63 @@ def test_retry_after_is_honoured_and_a_longer_wait_than_the_cap_is_left_to_the_e
 def test_a_missing_api_key_is_a_clear_error():
     with pytest.raises(stripe_api.StripeNotConfigured, match="STRIPE_API_KEY"):
         stripe_api.make_client(Settings())
+
+
+# --- StripeReader.get: raw_request with the page read by orjson (stripe 16.1.0 internals) -------------
+
+CHARGES_PAGE = {
+    "object": "list",
+    "url": "/v1/charges",
+    "has_more": True,
+    "data": [{"id": "ch_1", "object": "charge", "amount": 1234, "metadata": {"k": "v"}, "refunded": False}],
+}
+
+
+def test_the_sdk_is_the_version_whose_internals_the_reader_uses():
+    import inspect
+
+    assert stripe.VERSION == "16.1.0"
+    requestor = stripe_api.make_client(Settings(stripe_api_key=KEY, stripe_api_base=BASE))._requestor
+    parameters = inspect.signature(requestor.request_raw).parameters
+    assert {"method", "url", "params", "options", "base_address", "api_mode", "usage"} <= set(parameters)
+    assert list(inspect.signature(requestor._interpret_response).parameters) == [
+        "rbody",
+        "rcode",
+        "rheaders",
+        "api_mode",
+    ]
+
+
+@respx.mock
+def test_a_page_read_by_the_reader_equals_what_raw_request_reads_with_the_same_request(settings):
+    route = respx.get(f"{BASE}/v1/charges").mock(return_value=httpx.Response(200, json=CHARGES_PAGE))
+    client = stripe_api.make_client(settings)
+    reader = stripe_api.StripeReader(settings, client)
+    page = reader.get("/v1/charges", {"limit": 100, "created": {"gte": 1}}, account="acct_9")
+    ours = route.calls.last.request
+    theirs = client.raw_request("get", "/v1/charges", limit=100, created={"gte": 1}, stripe_account="acct_9")
+    sdks = route.calls.last.request
+
+    assert page == theirs.data == CHARGES_PAGE and type(page["data"][0]) is dict
+    assert reader.api_calls == 1
+    assert ours.url == sdks.url
+    for header in ("authorization", "stripe-version", "stripe-account"):
+        assert ours.headers[header] == sdks.headers[header]
+
+
+@respx.mock
+def test_the_reader_raises_the_sdks_own_errors_and_retries_what_may_succeed(settings):
+    respx.get(f"{BASE}/v1/charges/ch_gone").mock(return_value=error(404, "invalid_request_error"))
+    route = respx.get(f"{BASE}/v1/charges").mock(
+        side_effect=[
+            error(503),
+            httpx.Response(200, text="<html>proxy</html>"),
+            httpx.Response(200, json=CHARGES_PAGE),
+        ]
+    )
+    reader = stripe_api.StripeReader(settings, stripe_api.make_client(settings))
+    assert reader.get_optional("/v1/charges/ch_gone") is None
+    with pytest.raises(stripe.APIError, match="Invalid response body"):
+        reader.get("/v1/charges")  # a 503, retried; then a body that is not JSON, which is not retried
+    assert route.call_count == 2
+    assert reader.get("/v1/charges") == CHARGES_PAGE
