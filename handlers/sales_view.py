@@ -27,6 +27,7 @@ from sqlalchemy import (
     literal_column,
     null,
     select,
+    union,
     union_all,
 )
 from sqlmodel import Session
@@ -451,44 +452,86 @@ def load_customer_facts(session: Session, customer_email: str) -> SalesFacts:
     (the ORM would build an object per row and a statement per call). `refunds` also holds the refunds
     of payments only the funnel recorded, so a refund can get its note before its charge is stored.
     """
-    email = {"email": customer_email}
-    # Tables read by the same keys are read by one statement (`TablesTogether`): for a customer without
-    # a subscription that is two statements in all, where one per table was six.
-    purchases, invoices = _BY_EMAIL.read(session, email)
-    subscriptions = {i.subscription_id for i in invoices if i.subscription_id}
-    subscriptions |= {p.subscription_id for p in purchases if p.subscription_id}
-    if subscriptions:
-        more = execute(session, _INVOICES_BY_SUBSCRIPTION, {"ids": sorted(subscriptions)}).all()
-        invoices = list({i.id: i for i in [*invoices, *more]}.values())
-    invoice_ids = sorted(i.id for i in invoices)
-    invoice_payments = (
-        execute(session, _INVOICE_PAYMENTS_BY_INVOICE, {"ids": invoice_ids}).all() if invoice_ids else []
+    # One statement (`_CUSTOMER_FACTS`): each step below reads what the steps before it found, as one
+    # statement per step did (ten for a customer with subscriptions, six without), in SQL.
+    (purchases, invoices, more, invoice_payments, charges, refunds, disputes, subscriptions, unseen) = (
+        _CUSTOMER_FACTS.read(session, {"email": customer_email})
     )
-    intents = {p.payment_intent_id for p in invoice_payments if p.payment_intent_id}
-    intents |= {i.payment_intent_id for i in invoices if i.payment_intent_id}
-    charge_ids = {p.charge_id for p in invoice_payments if p.charge_id} | {
-        i.charge_id for i in invoices if i.charge_id
-    }
-    funnel_payments = {p.charge_id for p in purchases if p.charge_id}
-    # The charges, and the refunds, disputes and subscriptions of those charges (and of the payments
-    # only the funnel recorded, the subscriptions found so far and the invoices' Stripe customers).
-    charges, refunds, disputes, subscriptions = _PAYMENTS_OF_CUSTOMER.read(
-        session,
-        {
-            **email,
-            "ids": sorted(charge_ids | funnel_payments),
-            "intents": sorted(intents | funnel_payments),
-            "funnel": sorted(funnel_payments),
-            "subscriptions": sorted(subscriptions),
-            "customers": sorted({i.customer for i in invoices if i.customer}),
-        },
-    )
+    # Invoices by the customer's email, then the other invoices of their subscriptions.
+    invoices = list({i.id: i for i in [*invoices, *more]}.values())
     # A subscription known only by its Stripe customer (no payment or purchase names it yet): its
     # invoices still say whether it was paid up when it ended.
-    unseen = sorted({s.id for s in subscriptions} - {i.subscription_id for i in invoices})
-    if unseen:
-        invoices = [*invoices, *execute(session, _INVOICES_BY_SUBSCRIPTION, {"ids": unseen}).all()]
-    return SalesFacts(charges, invoices, invoice_payments, refunds, purchases, disputes, subscriptions)
+    return SalesFacts(
+        charges, [*invoices, *unseen], invoice_payments, refunds, purchases, disputes, subscriptions
+    )
+
+
+def _customer_facts(in_):
+    """`load_customer_facts`' reads: which rows each part holds.
+
+    purchases and invoices by the email; the invoices of the subscriptions those name; the invoice
+    payments of all those invoices; the charges by the email, or paid by those invoices and payments
+    (by id or payment intent), or recorded by the funnel purchases; the refunds and disputes of those
+    charges and of the funnel's payments; the subscriptions named so far, or of the Stripe customers of
+    those charges and invoices, or linked to the email; and the invoices of subscriptions found only by
+    their Stripe customer (no invoice read so far names them).
+    """
+    email = bindparam("email")
+    refunds, disputes, payments = Refund.__table__, Dispute.__table__, InvoicePayment.__table__
+    purchases = select(_purchases).where(_purchases.c.customer_email == email).cte("p")
+    by_email = select(_invoices).where(_invoices.c.customer_email == email).cte("ie")
+    named = union(
+        select(by_email.c.subscription_id).where(by_email.c.subscription_id.is_not(None)),
+        select(purchases.c.subscription_id).where(purchases.c.subscription_id.is_not(None)),
+    ).cte("named")
+    more = (
+        select(_invoices).where(_invoices.c.subscription_id.in_(select(named.c.subscription_id))).cte("more")
+    )
+    invoices = union_all(
+        *(
+            select(t.c.id, t.c.charge_id, t.c.payment_intent_id, t.c.customer, t.c.subscription_id)
+            for t in (by_email, more)
+        )
+    ).cte("inv")
+    paying = select(payments).where(payments.c.invoice_id.in_(select(invoices.c.id))).cte("pay")
+    funnel = select(purchases.c.charge_id).where(purchases.c.charge_id.is_not(None))
+    charges = (
+        select(_charges)
+        .where(
+            (_charges.c.customer_email == email)
+            | _charges.c.id.in_(union(select(paying.c.charge_id), select(invoices.c.charge_id), funnel))
+            | _charges.c.payment_intent.in_(
+                union(select(paying.c.payment_intent_id), select(invoices.c.payment_intent_id), funnel)
+            )
+        )
+        .cte("ch")
+    )
+    paid = union(select(charges.c.id), funnel)
+    linked = select(_links.c.stripe_customer_id).where(_links.c.email == email)
+    subscriptions = (
+        select(_subscriptions)
+        .where(
+            _subscriptions.c.id.in_(select(named.c.subscription_id))
+            | _subscriptions.c.customer.in_(
+                union(select(charges.c.customer), select(invoices.c.customer), linked)
+            )
+        )
+        .cte("sb")
+    )
+    seen = select(invoices.c.subscription_id).where(invoices.c.subscription_id.is_not(None))
+    return (
+        select(*purchases.c),
+        select(*by_email.c),
+        select(*more.c),
+        select(*paying.c),
+        select(*charges.c),
+        select(refunds).where(refunds.c.charge.in_(paid)),
+        select(disputes).where(disputes.c.charge.in_(paid)),
+        select(*subscriptions.c),
+        select(_invoices).where(
+            _invoices.c.subscription_id.in_(select(subscriptions.c.id).where(subscriptions.c.id.not_in(seen)))
+        ),
+    )
 
 
 _TABLES = (
@@ -500,14 +543,6 @@ _TABLES = (
     Dispute.__table__,
     Subscription.__table__,
 )
-
-
-def _where_in(table, column: str) -> Prepared:
-    return Prepared(select(table).where(table.c[column].in_(bindparam("ids", expanding=True))))
-
-
-_INVOICES_BY_SUBSCRIPTION = _where_in(Invoice.__table__, "subscription_id")
-_INVOICE_PAYMENTS_BY_INVOICE = _where_in(InvoicePayment.__table__, "invoice_id")
 
 
 # How many customers one batch of `load_customers_facts` reads together: keeps every IN list well under
@@ -757,40 +792,42 @@ _CHARGES_OF_CUSTOMERS = ByDialect(
 
 
 class TablesTogether:
-    """Rows of several tables read by one statement: a UNION ALL of one SELECT per table.
+    """Rows of several tables read by one statement: a UNION ALL of one SELECT per part.
 
-    Each row is (which table, then every table's columns in turn, the other tables' null): typed
+    Each row is (which part, then every table's columns in turn, the other tables' null): typed
     nulls, so that every column is read as its table's type gives it (and PostgreSQL can match the
-    branches). `read` splits the rows back into each table's rows, as `select(table)` gives them. One
+    branches). `read` splits the rows back into each part's rows, as `select(table)` gives them. One
     statement costs the worker less than one per table, even pipelined (each statement is sent,
     waited on and read on its own), and the server runs them in one round trip.
     """
 
-    def __init__(self, tables: Sequence[Any], build) -> None:
-        """`build(in_)`: one SELECT of each table's columns, in the order of `tables` (see ByDialect)."""
-        self.tables = list(tables)
-        self.row_types = [_row_type(table) for table in self.tables]
-        offsets, start = [], 1
+    def __init__(self, parts: Sequence[Any], build) -> None:
+        """`parts`: the table each part reads (one may be read by several parts); `build(in_)`: one
+        SELECT of that table's columns per part, in the same order (see ByDialect)."""
+        self.parts = list(parts)
+        self.tables = list(dict.fromkeys(self.parts))  # each table's columns once per row
+        self.row_types = [_row_type(table) for table in self.parts]
+        offsets, start = {}, 1
         for table in self.tables:
-            offsets.append(slice(start, start + len(table.columns)))
+            offsets[table] = slice(start, start + len(table.columns))
             start += len(table.columns)
-        self.slices = offsets
+        self.slices = [offsets[table] for table in self.parts]
         self.statement = ByDialect(lambda in_: self._union(build(in_)))
 
-    def _union(self, parts: Sequence[Any]):
-        selects = []
-        for k, part in enumerate(parts):
+    def _union(self, selects: Sequence[Any]):
+        branches = []
+        for k, (table, part) in enumerate(zip(self.parts, selects, strict=True)):
             columns = [literal_column(str(k), Integer).label("which")]
-            for j, table in enumerate(self.tables):
-                if j == k:
+            for j, other in enumerate(self.tables):
+                if other is table:
                     columns += [c.label(f"t{j}_{c.name}") for c in part.selected_columns]
                 else:
-                    columns += [cast(null(), c.type).label(f"t{j}_{c.name}") for c in table.columns]
-            selects.append(part.with_only_columns(*columns))
-        return union_all(*selects)
+                    columns += [cast(null(), c.type).label(f"t{j}_{c.name}") for c in other.columns]
+            branches.append(part.with_only_columns(*columns))
+        return union_all(*branches)
 
     def read(self, session: Session, params: dict[str, Any]) -> list[list[Any]]:
-        found: list[list[Any]] = [[] for _ in self.tables]
+        found: list[list[Any]] = [[] for _ in self.parts]
         for row in execute(session, self.statement(session), params):
             which = row[0]
             found[which].append(self.row_types[which]._make(row[self.slices[which]]))
@@ -807,42 +844,17 @@ def _row_type(table) -> Any:
     return _row_types[table.name]
 
 
-_BY_EMAIL = TablesTogether(
-    (_purchases, _invoices),
-    lambda in_: (
-        select(_purchases).where(_purchases.c.customer_email == bindparam("email")),
-        select(_invoices).where(_invoices.c.customer_email == bindparam("email")),
+_CUSTOMER_FACTS = TablesTogether(
+    (
+        _purchases,
+        _invoices,
+        _invoices,
+        InvoicePayment.__table__,
+        _charges,
+        Refund.__table__,
+        Dispute.__table__,
+        _subscriptions,
+        _invoices,
     ),
-)
-
-
-def _payments_of_customer(in_):
-    refunds, disputes = Refund.__table__, Dispute.__table__
-    charges = (
-        select(_charges)
-        .where(
-            (_charges.c.customer_email == bindparam("email"))
-            | in_(_charges.c.id, "ids")
-            | in_(_charges.c.payment_intent, "intents")
-        )
-        .cte("customer_charges")
-    )
-    linked = select(_links.c.stripe_customer_id).where(_links.c.email == bindparam("email"))
-    return (
-        select(*charges.c),
-        select(refunds).where(refunds.c.charge.in_(select(charges.c.id)) | in_(refunds.c.charge, "funnel")),
-        select(disputes).where(
-            disputes.c.charge.in_(select(charges.c.id)) | in_(disputes.c.charge, "funnel")
-        ),
-        select(_subscriptions).where(
-            in_(_subscriptions.c.id, "subscriptions")
-            | _subscriptions.c.customer.in_(select(charges.c.customer))
-            | in_(_subscriptions.c.customer, "customers")
-            | _subscriptions.c.customer.in_(linked)
-        ),
-    )
-
-
-_PAYMENTS_OF_CUSTOMER = TablesTogether(
-    (_charges, Refund.__table__, Dispute.__table__, _subscriptions), _payments_of_customer
+    _customer_facts,
 )
