@@ -495,29 +495,29 @@ def _customer_facts(in_):
     ).cte("inv")
     paying = select(payments).where(payments.c.invoice_id.in_(select(invoices.c.id))).cte("pay")
     funnel = select(purchases.c.charge_id).where(purchases.c.charge_id.is_not(None))
-    charges = (
-        select(_charges)
-        .where(
-            (_charges.c.customer_email == email)
-            | _charges.c.id.in_(union(select(paying.c.charge_id), select(invoices.c.charge_id), funnel))
-            | _charges.c.payment_intent.in_(
+    # Each way of finding a row is a SELECT of its own, united: an OR of lookups in other rows would be
+    # a scan of the whole table (neither PostgreSQL nor SQLite uses an index for each of its terms).
+    charges = union(
+        select(_charges).where(_charges.c.customer_email == email),
+        select(_charges).where(
+            _charges.c.id.in_(union(select(paying.c.charge_id), select(invoices.c.charge_id), funnel))
+        ),
+        select(_charges).where(
+            _charges.c.payment_intent.in_(
                 union(select(paying.c.payment_intent_id), select(invoices.c.payment_intent_id), funnel)
             )
-        )
-        .cte("ch")
-    )
+        ),
+    ).cte("ch")
     paid = union(select(charges.c.id), funnel)
     linked = select(_links.c.stripe_customer_id).where(_links.c.email == email)
-    subscriptions = (
-        select(_subscriptions)
-        .where(
-            _subscriptions.c.id.in_(select(named.c.subscription_id))
-            | _subscriptions.c.customer.in_(
+    subscriptions = union(
+        select(_subscriptions).where(_subscriptions.c.id.in_(select(named.c.subscription_id))),
+        select(_subscriptions).where(
+            _subscriptions.c.customer.in_(
                 union(select(charges.c.customer), select(invoices.c.customer), linked)
             )
-        )
-        .cte("sb")
-    )
+        ),
+    ).cte("sb")
     seen = select(invoices.c.subscription_id).where(invoices.c.subscription_id.is_not(None))
     return (
         select(*purchases.c),
