@@ -30,6 +30,11 @@ class FunnelPayloadError(ValueError):
     """A purchase body that cannot be recorded as it is; redelivering it will not help."""
 
 
+# The ASCII characters for which str.isspace() is true or whose category is Cc: all of 0x00-0x20, and DEL.
+# Checked per character with unicodedata this was a tenth of storing a nightly run's charges.
+_ASCII_SPACE_OR_CONTROL = re.compile(r"[\x00-\x20\x7f]")
+
+
 def normalise_email(value: object) -> str | None:
     """The address people are matched by (trimmed, lower case), or None if it is not an address.
 
@@ -37,10 +42,15 @@ def normalise_email(value: object) -> str | None:
     """
     if not isinstance(value, str):
         return None
-    email = unicodedata.normalize("NFKC", value).strip().lower()
+    if value.isascii():  # most addresses: NFKC changes nothing, and one regex finds what is refused
+        email = value.strip().lower()
+        if _ASCII_SPACE_OR_CONTROL.search(email):
+            return None
+    else:
+        email = unicodedata.normalize("NFKC", value).strip().lower()
+        if any(ch.isspace() or unicodedata.category(ch) == "Cc" for ch in email):
+            return None
     if not email or len(email) > 320 or email.count("@") != 1:
-        return None
-    if any(ch.isspace() or unicodedata.category(ch) == "Cc" for ch in email):
         return None
     local, domain = email.split("@")
     labels = domain.split(".")

@@ -492,3 +492,35 @@ def test_any_json_body_gives_rows_that_fit_the_table_or_a_readable_refusal(body)
         assert 0 < len(row["purchase_id"]) <= 255 and 0 < len(row["product_key"]) <= 255
         assert 0 < len(row["product_name"]) <= 500
         assert row["purchased_at"] is None or row["purchased_at"].tzinfo is not None
+
+
+@pytest.mark.parametrize(
+    "typed, stored",
+    [
+        (" Taro@Example.JP ", "taro@example.jp"),
+        ("ｔａｒｏ＠ｅｘａｍｐｌｅ．ｊｐ", "taro@example.jp"),  # typed on a Japanese keyboard
+        ("taro@example.jp\u3000", "taro@example.jp"),  # a trailing ideographic space
+        ("ta ro@example.jp", None),
+        ("taro@exa\x1fmple.jp", None),  # a unit separator (isspace() in Python)
+        ("taro@example.jp\x7f", None),
+        ("taro\u200b@example.jp", "taro\u200b@example.jp"),  # a zero-width space is neither space nor Cc
+        ("taro@@example.jp", None),
+        ("taro@localhost", None),
+    ],
+)
+def test_an_email_is_matched_by_its_trimmed_lower_case_ascii_form_and_refused_with_spaces_or_controls(
+    typed, stored
+):
+    from handlers.funnel import normalise_email
+
+    assert normalise_email(typed) == stored
+
+
+def test_every_ascii_character_is_refused_in_an_email_exactly_when_the_unicode_rule_refuses_it():
+    import unicodedata
+
+    from handlers.funnel import normalise_email
+
+    for character in (chr(code) for code in range(128) if chr(code) != "@"):  # a second @ is refused anyway
+        refused = character.isspace() or unicodedata.category(character) == "Cc"
+        assert (normalise_email(f"ta{character}ro@example.jp") is None) == refused, repr(character)
