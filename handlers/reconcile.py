@@ -180,7 +180,7 @@ class Changed:
     charge_ids: set[str] = field(default_factory=set)
     emails: set[str] = field(default_factory=set)
     subscription_ids: set[str] = field(default_factory=set)
-    disputes: dict[str, str | None] = field(default_factory=dict)  # dispute id -> disputed charge
+    dispute_ids: set[str] = field(default_factory=set)  # their customers are found by the disputed charge
 
 
 def default_window(db: Database, now: datetime, initial_days: int) -> tuple[datetime, datetime]:
@@ -389,7 +389,7 @@ def _store_disputes(
     rows = _stamped(dispute_facts(o, account=account, version=version) for o in objects)
     known, changed = _store_rows(session, Dispute, rows)
     counts.add("disputes", len(rows), len(rows) - len(known), account)
-    return Changed(disputes={row["id"]: row["charge"] for row in rows if row["id"] in changed})
+    return Changed(dispute_ids=changed)
 
 
 def _store_subscriptions(
@@ -451,7 +451,7 @@ def _remember(session: Session, changed: Changed) -> None:
     keys = {("email", email) for email in changed.emails if email}
     keys |= {("charge", charge_id) for charge_id in changed.charge_ids}
     keys |= {("subscription", subscription_id) for subscription_id in changed.subscription_ids}
-    keys |= {("dispute", dispute_id) for dispute_id in changed.disputes}
+    keys |= {("dispute", dispute_id) for dispute_id in changed.dispute_ids}
     _add_pending(session, keys)
 
 

@@ -572,6 +572,11 @@ def _grouped(rows: Iterable[Any], key: str) -> dict[Any, list[Any]]:
     return groups
 
 
+def _grouped_by_ids(session: Session, statement, ids: list[str], key: str) -> dict[Any, list[Any]]:
+    """The rows `statement` reads for these ids, grouped by `key`; no statement is sent for no ids."""
+    return _grouped(execute(session, statement(session), {"ids": ids}).all() if ids else [], key)
+
+
 def _load_batch(session: Session, emails: list[str]) -> dict[str, SalesFacts]:
     """`load_customers_facts` for one batch; the steps are those of `load_customer_facts`."""
     if len(emails) == 1:
@@ -590,12 +595,7 @@ def _load_batch(session: Session, emails: list[str]) -> dict[str, SalesFacts]:
         subscriptions |= {p.subscription_id for p in purchases_of.get(email, ()) if p.subscription_id}
         subscriptions_of[email] = subscriptions
     all_subscriptions = sorted(set().union(*subscriptions_of.values()))
-    more_of = _grouped(
-        execute(session, _INVOICES_OF_SUBSCRIPTIONS(session), {"ids": all_subscriptions}).all()
-        if all_subscriptions
-        else [],
-        "subscription_id",
-    )
+    more_of = _grouped_by_ids(session, _INVOICES_OF_SUBSCRIPTIONS, all_subscriptions, "subscription_id")
     invoices_by_email: dict[str, list[Any]] = {}
     for email in emails:
         invoices = invoices_of.get(email, [])
@@ -607,12 +607,7 @@ def _load_batch(session: Session, emails: list[str]) -> dict[str, SalesFacts]:
         invoices_by_email[email] = invoices
 
     all_invoice_ids = sorted({i.id for invoices in invoices_by_email.values() for i in invoices})
-    payments_of = _grouped(
-        execute(session, _PAYMENTS_OF_INVOICES(session), {"ids": all_invoice_ids}).all()
-        if all_invoice_ids
-        else [],
-        "invoice_id",
-    )
+    payments_of = _grouped_by_ids(session, _PAYMENTS_OF_INVOICES, all_invoice_ids, "invoice_id")
     payments_by_email: dict[str, list[Any]] = {}
     ids_of: dict[str, set[str]] = {}
     intents_of: dict[str, set[str]] = {}
@@ -658,12 +653,8 @@ def _load_batch(session: Session, emails: list[str]) -> dict[str, SalesFacts]:
 
     paid_of = {email: {c.id for c in charges_by_email[email]} | funnel_of[email] for email in emails}
     all_paid = sorted(set().union(*paid_of.values()))
-    refunds_of = _grouped(
-        execute(session, _REFUNDS_OF_CHARGES(session), {"ids": all_paid}).all() if all_paid else [], "charge"
-    )
-    disputes_of = _grouped(
-        execute(session, _DISPUTES_OF_CHARGES(session), {"ids": all_paid}).all() if all_paid else [], "charge"
-    )
+    refunds_of = _grouped_by_ids(session, _REFUNDS_OF_CHARGES, all_paid, "charge")
+    disputes_of = _grouped_by_ids(session, _DISPUTES_OF_CHARGES, all_paid, "charge")
 
     customers_of: dict[str, set[str]] = {}
     for email in emails:
@@ -694,12 +685,7 @@ def _load_batch(session: Session, emails: list[str]) -> dict[str, SalesFacts]:
         seen = {i.subscription_id for i in invoices_by_email[email]}
         unseen_of[email] = sorted({s.id for s in subscriptions_by_email[email]} - seen)
     all_unseen = sorted(set().union(*unseen_of.values()))
-    unseen_invoices = _grouped(
-        execute(session, _INVOICES_OF_SUBSCRIPTIONS(session), {"ids": all_unseen}).all()
-        if all_unseen
-        else [],
-        "subscription_id",
-    )
+    unseen_invoices = _grouped_by_ids(session, _INVOICES_OF_SUBSCRIPTIONS, all_unseen, "subscription_id")
 
     loaded = {}
     for email in emails:

@@ -135,6 +135,11 @@ def retrieve_event(settings: Settings, client: stripe.StripeClient, event_id: st
     return json.dumps(event.to_dict())
 
 
+def _with_account(params: dict[str, Any] | None, account: str) -> dict[str, Any]:
+    """A request's params, with the Connect account to act as (the SDK's `stripe_account` option)."""
+    return {**(params or {}), **({"stripe_account": account} if account else {})}
+
+
 def _get_plain(client: stripe.StripeClient, path: str, params: dict[str, Any]) -> dict:
     """`client.raw_request("get", path, **params).data`, with the JSON read by orjson into plain dicts.
 
@@ -167,9 +172,7 @@ class StripeReader:
     def request(
         self, method: str, path: str, params: dict[str, Any] | None = None, *, account: str = ""
     ) -> dict:
-        extra: dict[str, Any] = dict(params or {})
-        if account:
-            extra["stripe_account"] = account
+        extra = _with_account(params, account)
 
         def once() -> dict:
             self.api_calls += 1
@@ -178,9 +181,7 @@ class StripeReader:
         return call(self.settings, once)
 
     def get(self, path: str, params: dict[str, Any] | None = None, *, account: str = "") -> dict:
-        extra: dict[str, Any] = dict(params or {})
-        if account:
-            extra["stripe_account"] = account
+        extra = _with_account(params, account)
 
         def once() -> dict:
             self.api_calls += 1
